@@ -1,0 +1,50 @@
+"""The small config every model builder is a pure function of."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from pmkd_tf.models.filters import SHAPES
+
+
+@dataclasses.dataclass(frozen=True)
+class NetConfig:
+    """Which network to build and in which filter shape.
+
+    Attributes:
+      net: registry name (`vgg16`, `resnet18`, `wrn_40_4`, ...).
+      shape: filter shape of the intermediate convolutions ("NxN", "1xN", "Nx1").
+      num_classes: classifier outputs.
+      width_multiplier: scales every channel count (CPU-scale runs use < 1).
+      n: the N of the filter shapes (3 in the paper).
+      stem: "NxN" keeps the teacher's stem conv in every variant, as the
+        paper does; "body" gives the stem the same shape as the body, for a
+        model with no line buffer at all.
+      input_shape: (H, W, C) of the images.
+    """
+
+    net: str
+    shape: str = "NxN"
+    num_classes: int = 10
+    width_multiplier: float = 1.0
+    n: int = 3
+    stem: str = "NxN"
+    input_shape: tuple[int, int, int] = (32, 32, 3)
+
+    def __post_init__(self) -> None:
+        if self.shape not in SHAPES:
+            raise ValueError(f"Unknown filter shape {self.shape!r}; valid shapes: {', '.join(SHAPES)}.")
+        if self.stem not in ("NxN", "body"):
+            raise ValueError(f"stem must be 'NxN' or 'body', got {self.stem!r}.")
+        if not self.width_multiplier > 0:
+            raise ValueError(f"width_multiplier must be > 0, got {self.width_multiplier}.")
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {self.num_classes}.")
+
+    @property
+    def stem_shape(self) -> str:
+        return "NxN" if self.stem == "NxN" else self.shape
+
+    def with_shape(self, shape: str) -> "NetConfig":
+        """The same net in another filter shape (teacher -> student -> column)."""
+        return dataclasses.replace(self, shape=shape)

@@ -1,0 +1,47 @@
+"""The pacemaker: an ensemble of the 1xN (row) and Nx1 (column) models.
+
+It is the paper's intermediate teacher. Its logits and every feature tap are
+the mean of its members', so it exposes exactly the same outputs as any one
+member and can stand wherever a teacher or a student stands. Both members are
+trained (phase 1) and each is an ordinary nested model that can be saved and
+loaded on its own: the Fig. 2 reading of phase 3 starts the student from the
+row member. A single-member pacemaker is the paper's Table 4 ablation.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from pmkd_tf.models.config import NetConfig
+
+KINDS = {"ensemble": ("1xN", "Nx1"), "column": ("Nx1",), "row": ("1xN",)}
+
+
+def build_pacemaker(config: NetConfig, kind: str = "ensemble") -> keras.Model:
+    """Build a pacemaker of the net in `config` (its `shape` is ignored)."""
+    from pmkd_tf.models import build
+
+    if kind not in KINDS:
+        raise ValueError(f"Unknown pacemaker {kind!r}; valid: {', '.join(KINDS)}.")
+    members = [build(config.with_shape(shape)) for shape in KINDS[kind]]
+    inputs = keras.Input(config.input_shape, name="image")
+    outputs = [member(inputs) for member in members]
+    if len(outputs) == 1:
+        merged = outputs[0]
+    else:
+        merged = {
+            "logits": keras.layers.Average(name="logits_mean")([o["logits"] for o in outputs]),
+            "features": [
+                keras.layers.Average(name=f"feature{i}_mean")([o["features"][i] for o in outputs])
+                for i in range(len(outputs[0]["features"]))
+            ],
+        }
+    return keras.Model(inputs, merged, name=f"pacemaker_{kind}")
+
+
+def pacemaker_member(pacemaker: keras.Model, shape: str) -> keras.Model:
+    """The member of `pacemaker` with the given filter shape ("1xN" or "Nx1")."""
+    for layer in pacemaker.layers:
+        if isinstance(layer, keras.Model) and layer.name.endswith(f"_{shape}"):
+            return layer
+    raise ValueError(f"{pacemaker.name} has no {shape} member.")

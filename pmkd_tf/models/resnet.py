@@ -1,0 +1,68 @@
+"""CIFAR ResNet18/34 (basic blocks) and ResNet50 (bottlenecks) in any filter shape.
+
+Only the spatial convs change shape: both convs of a basic block, and the
+middle conv of a bottleneck (its 1x1 convs and the 1x1 projection shortcuts
+are already one row high). Feature taps: the stem output and every residual
+block's output.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from pmkd_tf.models import filters
+from pmkd_tf.models.config import NetConfig
+
+BLOCKS = {
+    "resnet18": ("basic", (2, 2, 2, 2)),
+    "resnet34": ("basic", (3, 4, 6, 3)),
+    "resnet50": ("bottleneck", (3, 4, 6, 3)),
+}
+WIDTHS = (64, 128, 256, 512)
+EXPANSION = {"basic": 1, "bottleneck": 4}
+
+
+def _shortcut(x: keras.KerasTensor, out_channels: int, stride: int, name: str) -> keras.KerasTensor:
+    if stride == 1 and x.shape[-1] == out_channels:
+        return x
+    x = keras.layers.Conv2D(out_channels, 1, strides=stride, use_bias=False, name=f"{name}_proj")(x)
+    return keras.layers.BatchNormalization(name=f"{name}_proj_bn")(x)
+
+
+def _basic(x, width: int, stride: int, config: NetConfig, name: str):
+    y = filters.conv(x, width, config.shape, config.n, stride, name=f"{name}_conv1")
+    y = filters.bn_relu(y, f"{name}_conv1")
+    y = filters.conv(y, width, config.shape, config.n, name=f"{name}_conv2")
+    y = keras.layers.BatchNormalization(name=f"{name}_conv2_bn")(y)
+    y = keras.layers.Add(name=f"{name}_add")([y, _shortcut(x, width, stride, name)])
+    return keras.layers.ReLU(name=f"{name}_out")(y)
+
+
+def _bottleneck(x, width: int, stride: int, config: NetConfig, name: str):
+    y = keras.layers.Conv2D(width, 1, use_bias=False, name=f"{name}_reduce")(x)
+    y = filters.bn_relu(y, f"{name}_reduce")
+    y = filters.conv(y, width, config.shape, config.n, stride, name=f"{name}_conv")
+    y = filters.bn_relu(y, f"{name}_conv")
+    y = keras.layers.Conv2D(width * 4, 1, use_bias=False, name=f"{name}_expand")(y)
+    y = keras.layers.BatchNormalization(name=f"{name}_expand_bn")(y)
+    y = keras.layers.Add(name=f"{name}_add")([y, _shortcut(x, width * 4, stride, name)])
+    return keras.layers.ReLU(name=f"{name}_out")(y)
+
+
+def build_resnet(config: NetConfig) -> keras.Model:
+    kind, depths = BLOCKS[config.net]
+    block = _basic if kind == "basic" else _bottleneck
+    inputs = keras.Input(config.input_shape, name="image")
+
+    x = filters.conv(inputs, filters.scaled(64, config.width_multiplier), config.stem_shape, config.n,
+                     name=filters.STEM_CONV)
+    x = filters.bn_relu(x, "stem")
+    features = [x]
+    for stage, (depth, width) in enumerate(zip(depths, WIDTHS), start=1):
+        for i in range(depth):
+            stride = 2 if stage > 1 and i == 0 else 1
+            x = block(x, filters.scaled(width, config.width_multiplier), stride, config, f"stage{stage}_block{i + 1}")
+            features.append(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    logits = keras.layers.Dense(config.num_classes, name="classifier")(x)
+    return keras.Model(inputs, {"logits": logits, "features": features}, name=f"{config.net}_{config.shape}")

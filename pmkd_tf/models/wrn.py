@@ -1,0 +1,60 @@
+"""Wide ResNet WRN-d-k (pre-activation basic blocks) in any filter shape.
+
+d = 6n + 4 with n blocks per stage; stage widths 16k, 32k, 64k. Feature
+taps: the stem output and every block's output (before the next block's
+pre-activation), so teacher and student taps have identical shapes.
+"""
+
+from __future__ import annotations
+
+import re
+
+import keras
+
+from pmkd_tf.models import filters
+from pmkd_tf.models.config import NetConfig
+
+NAME = re.compile(r"^wrn_(\d+)_(\d+)$")
+
+
+def parse_wrn(net: str) -> tuple[int, int] | None:
+    """(depth, widen factor) of a `wrn_D_K` name, or None if it is not one."""
+    match = NAME.match(net)
+    if not match:
+        return None
+    depth, widen = int(match.group(1)), int(match.group(2))
+    if depth < 10 or (depth - 4) % 6 or widen < 1:
+        raise ValueError(f"{net}: WRN depth must be 6n+4 with n >= 1 (10, 16, 22, 28, 40, ...) and width >= 1.")
+    return depth, widen
+
+
+def _block(x, width: int, stride: int, config: NetConfig, name: str):
+    pre = filters.bn_relu(x, f"{name}_pre")
+    y = filters.conv(pre, width, config.shape, config.n, stride, name=f"{name}_conv1")
+    y = filters.bn_relu(y, f"{name}_conv1")
+    y = filters.conv(y, width, config.shape, config.n, name=f"{name}_conv2")
+    if stride == 1 and x.shape[-1] == width:
+        shortcut = x
+    else:
+        shortcut = keras.layers.Conv2D(width, 1, strides=stride, use_bias=False, name=f"{name}_proj")(pre)
+    return keras.layers.Add(name=f"{name}_out")([y, shortcut])
+
+
+def build_wrn(config: NetConfig) -> keras.Model:
+    depth, widen = parse_wrn(config.net)
+    blocks = (depth - 4) // 6
+    inputs = keras.Input(config.input_shape, name="image")
+
+    x = filters.conv(inputs, filters.scaled(16, config.width_multiplier), config.stem_shape, config.n,
+                     name=filters.STEM_CONV)
+    features = [x]
+    for stage, width in enumerate((16 * widen, 32 * widen, 64 * widen), start=1):
+        for i in range(blocks):
+            stride = 2 if stage > 1 and i == 0 else 1
+            x = _block(x, filters.scaled(width, config.width_multiplier), stride, config, f"stage{stage}_block{i + 1}")
+            features.append(x)
+    x = filters.bn_relu(x, "final")
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    logits = keras.layers.Dense(config.num_classes, name="classifier")(x)
+    name = f"{config.net}_{config.shape}"
+    return keras.Model(inputs, {"logits": logits, "features": features}, name=name)

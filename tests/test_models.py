@@ -1,0 +1,132 @@
+"""Model zoo: shapes, on-the-fly property, parameter ratios, pacemaker, saving."""
+
+import keras
+import numpy as np
+import pytest
+
+from pmkd_tf import models
+
+TINY = 1 / 16
+
+
+def _feature_shapes(model):
+    return [tuple(f.shape[1:]) for f in model.output["features"]]
+
+
+@pytest.mark.parametrize("net", models.NETS)
+def test_every_shape_has_identical_features_and_logits(net):
+    built = {shape: models.get_model(net, shape, 7, TINY) for shape in models.SHAPES}
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
+    teacher_shapes = _feature_shapes(built["NxN"])
+    assert len(teacher_shapes) >= 4
+    for shape, model in built.items():
+        out = model(x, training=False)
+        assert set(out) == {"logits", "features"}
+        assert tuple(out["logits"].shape) == (2, 7)
+        assert _feature_shapes(model) == teacher_shapes, shape
+        assert [tuple(f.shape[1:]) for f in out["features"]] == teacher_shapes
+
+
+@pytest.mark.parametrize("net", models.NETS)
+def test_on_the_fly_property_and_one_third_parameters(net):
+    reports = {s: models.check_on_the_fly(models.get_model(net, s, 10, TINY)) for s in models.SHAPES}
+    assert reports["1xN"].on_the_fly and not reports["1xN"].offending_layers
+    assert not reports["NxN"].on_the_fly and not reports["Nx1"].on_the_fly
+    assert reports["1xN"].intermediate_conv_params * 3 == reports["NxN"].intermediate_conv_params
+    assert reports["Nx1"].intermediate_conv_params == reports["1xN"].intermediate_conv_params
+    assert reports["1xN"].total_params < reports["NxN"].total_params
+
+
+def test_kernel_size_n_is_a_parameter():
+    teacher = models.check_on_the_fly(models.get_model("resnet18", "NxN", 10, TINY, n=5))
+    student = models.check_on_the_fly(models.get_model("resnet18", "1xN", 10, TINY, n=5))
+    assert student.intermediate_conv_params * 5 == teacher.intermediate_conv_params
+
+
+def test_stem_option_makes_the_stem_one_row_high_too():
+    kept = models.get_model("vgg13", "1xN", 10, TINY)
+    body = models.get_model("vgg13", "1xN", 10, TINY, stem="body")
+    assert kept.get_layer("stem_conv").kernel_size == (3, 3)
+    assert body.get_layer("stem_conv").kernel_size == (1, 3)
+
+
+def test_vgg_strides_replace_intermediate_pooling_only():
+    model = models.get_model("vgg16", "1xN", 10, TINY)
+    pools = [layer.name for layer in model.layers if isinstance(layer, keras.layers.MaxPooling2D)]
+    assert pools == ["first_pool", "last_pool"]
+    strided = [layer.name for layer in model.layers
+               if isinstance(layer, keras.layers.Conv2D) and layer.strides == (2, 2)]
+    assert strided == ["stage3_conv1", "stage4_conv1", "stage5_conv1"]
+
+
+def test_full_width_resnet18_matches_the_known_cifar_parameter_count():
+    report = models.check_on_the_fly(models.get_model("resnet18", "NxN", 10))
+    assert report.trainable_params == 11_173_962
+
+
+def test_any_wrn_depth_and_width():
+    model = models.get_model("wrn_22_2", "1xN", 10, TINY)
+    assert len(model.output["features"]) == 1 + 3 * 3
+
+
+def test_pacemaker_is_the_mean_of_its_members():
+    config = models.NetConfig("resnet18", num_classes=5, width_multiplier=TINY)
+    pacemaker = models.build_pacemaker(config)
+    row = models.pacemaker_member(pacemaker, "1xN")
+    column = models.pacemaker_member(pacemaker, "Nx1")
+    assert row.get_layer("stage1_block1_conv1").kernel_size == (1, 3)
+    assert column.get_layer("stage1_block1_conv1").kernel_size == (3, 1)
+    assert len(pacemaker.trainable_weights) == len(row.trainable_weights) + len(column.trainable_weights)
+    x = np.random.default_rng(1).normal(size=(3, 32, 32, 3)).astype("float32")
+    out, r, c = pacemaker(x), row(x), column(x)
+    np.testing.assert_allclose(out["logits"], (r["logits"] + c["logits"]) / 2, rtol=1e-5, atol=1e-6)
+    for f, fr, fc in zip(out["features"], r["features"], c["features"]):
+        np.testing.assert_allclose(f, (fr + fc) / 2, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["column", "row"])
+def test_single_member_pacemaker(kind):
+    config = models.NetConfig("vgg13", width_multiplier=TINY)
+    pacemaker = models.build_pacemaker(config, kind)
+    shape = models.PACEMAKERS[kind][0]
+    member = models.pacemaker_member(pacemaker, shape)
+    x = np.ones((1, 32, 32, 3), "float32")
+    np.testing.assert_allclose(pacemaker(x)["logits"], member(x)["logits"])
+    with pytest.raises(ValueError, match="no"):
+        models.pacemaker_member(pacemaker, "1xN" if shape == "Nx1" else "Nx1")
+
+
+def test_save_load_round_trip_of_model_and_pacemaker_member(tmp_path):
+    config = models.NetConfig("wrn_10_10", "1xN", width_multiplier=TINY)
+    x = np.random.default_rng(2).normal(size=(2, 32, 32, 3)).astype("float32")
+    model = models.build(config)
+    model.save(tmp_path / "student.keras")
+    loaded = keras.saving.load_model(tmp_path / "student.keras")
+    np.testing.assert_allclose(loaded(x)["logits"], model(x)["logits"], rtol=1e-6)
+
+    pacemaker = models.build_pacemaker(config)
+    row = models.pacemaker_member(pacemaker, "1xN")
+    row.save(tmp_path / "row.keras")
+    student = models.build(config)
+    student.set_weights(keras.saving.load_model(tmp_path / "row.keras").get_weights())
+    np.testing.assert_allclose(student(x)["logits"], row(x)["logits"], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"net": "resnet19"}, "valid nets: vgg13"),
+        ({"net": "wrn_11_2"}, "6n\\+4"),
+        ({"net": "resnet18", "shape": "2x2"}, "valid shapes: NxN, 1xN, Nx1"),
+        ({"net": "resnet18", "width_multiplier": 0}, "width_multiplier"),
+        ({"net": "resnet18", "n": 4}, "odd"),
+    ],
+)
+def test_clear_errors_for_bad_names(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        models.get_model(**kwargs)
+
+
+def test_unknown_pacemaker_kind():
+    with pytest.raises(ValueError, match="valid: ensemble, column, row"):
+        models.build_pacemaker(models.NetConfig("vgg13", width_multiplier=TINY), "diagonal")
