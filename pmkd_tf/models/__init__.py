@@ -18,6 +18,7 @@ from pmkd_tf.models.pacemaker import build_pacemaker, pacemaker_member
 from pmkd_tf.models.resnet import BLOCKS, build_resnet
 from pmkd_tf.models.vgg import STAGES, build_vgg
 from pmkd_tf.models.wrn import build_wrn, parse_wrn
+from pmkd_tf.errors import UserError
 
 NETS = (*STAGES, *BLOCKS, "wrn_10_10", "wrn_16_8", "wrn_28_6", "wrn_40_4")
 
@@ -29,7 +30,7 @@ def _builder(net: str) -> Callable[[NetConfig], keras.Model]:
         return build_resnet
     if parse_wrn(net):
         return build_wrn
-    raise ValueError(f"Unknown net {net!r}; valid nets: {', '.join(NETS)} (or any wrn_D_K).")
+    raise UserError(f"Unknown net {net!r}; valid nets: {', '.join(NETS)} (or any wrn_D_K).")
 
 
 def validate_net(net: str) -> None:

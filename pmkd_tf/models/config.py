@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from pmkd_tf.models.filters import SHAPES
+from pmkd_tf.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,13 +34,13 @@ class NetConfig:
 
     def __post_init__(self) -> None:
         if self.shape not in SHAPES:
-            raise ValueError(f"Unknown filter shape {self.shape!r}; valid shapes: {', '.join(SHAPES)}.")
+            raise UserError(f"Unknown filter shape {self.shape!r}; valid shapes: {', '.join(SHAPES)}.")
         if self.stem not in ("NxN", "body"):
-            raise ValueError(f"stem must be 'NxN' or 'body', got {self.stem!r}.")
+            raise UserError(f"stem must be 'NxN' or 'body', got {self.stem!r}.")
         if not self.width_multiplier > 0:
-            raise ValueError(f"width_multiplier must be > 0, got {self.width_multiplier}.")
+            raise UserError(f"width_multiplier must be > 0, got {self.width_multiplier}.")
         if self.num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got {self.num_classes}.")
+            raise UserError(f"num_classes must be >= 2, got {self.num_classes}.")
 
     @property
     def stem_shape(self) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 import keras
+from pmkd_tf.errors import UserError
 
 SHAPES = ("NxN", "1xN", "Nx1")
 STEM_CONV = "stem_conv"
@@ -20,9 +21,9 @@ STEM_CONV = "stem_conv"
 def kernel_size(shape: str, n: int) -> tuple[int, int]:
     """Kernel (height, width) of an intermediate conv of the given shape."""
     if shape not in SHAPES:
-        raise ValueError(f"Unknown filter shape {shape!r}; valid shapes: {', '.join(SHAPES)}.")
+        raise UserError(f"Unknown filter shape {shape!r}; valid shapes: {', '.join(SHAPES)}.")
     if n < 1 or n % 2 == 0:
-        raise ValueError(f"Kernel size N must be odd and positive, got {n}.")
+        raise UserError(f"Kernel size N must be odd and positive, got {n}.")
     return {"NxN": (n, n), "1xN": (1, n), "Nx1": (n, 1)}[shape]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import keras
 
 from pmkd_tf.models.config import NetConfig
+from pmkd_tf.errors import UserError
 
 KINDS = {"ensemble": ("1xN", "Nx1"), "column": ("Nx1",), "row": ("1xN",)}
 
@@ -22,7 +23,7 @@ def build_pacemaker(config: NetConfig, kind: str = "ensemble") -> keras.Model:
     from pmkd_tf.models import build
 
     if kind not in KINDS:
-        raise ValueError(f"Unknown pacemaker {kind!r}; valid: {', '.join(KINDS)}.")
+        raise UserError(f"Unknown pacemaker {kind!r}; valid: {', '.join(KINDS)}.")
     members = [build(config.with_shape(shape)) for shape in KINDS[kind]]
     inputs = keras.Input(config.input_shape, name="image")
     outputs = [member(inputs) for member in members]
@@ -44,4 +45,4 @@ def pacemaker_member(pacemaker: keras.Model, shape: str) -> keras.Model:
     for layer in pacemaker.layers:
         if isinstance(layer, keras.Model) and layer.name.endswith(f"_{shape}"):
             return layer
-    raise ValueError(f"{pacemaker.name} has no {shape} member.")
+    raise UserError(f"{pacemaker.name} has no {shape} member.")

@@ -13,6 +13,7 @@ import keras
 
 from pmkd_tf.models import filters
 from pmkd_tf.models.config import NetConfig
+from pmkd_tf.errors import UserError
 
 NAME = re.compile(r"^wrn_(\d+)_(\d+)$")
 
@@ -24,7 +25,7 @@ def parse_wrn(net: str) -> tuple[int, int] | None:
         return None
     depth, widen = int(match.group(1)), int(match.group(2))
     if depth < 10 or (depth - 4) % 6 or widen < 1:
-        raise ValueError(f"{net}: WRN depth must be 6n+4 with n >= 1 (10, 16, 22, 28, 40, ...) and width >= 1.")
+        raise UserError(f"{net}: WRN depth must be 6n+4 with n >= 1 (10, 16, 22, 28, 40, ...) and width >= 1.")
     return depth, widen
 
 

@@ -1,0 +1,107 @@
+"""results.json (every run, per seed) and results.md (the paper's table).
+
+The table follows the paper: the mean top-1 over seeds per method, marked
+up/down against the baseline, and the stability view of sec. 4.4.3 (each
+seed's deviation from its method's mean, and the spread).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from pathlib import Path
+
+from pmkd_tf.pipeline import METHODS
+
+LABELS = {
+    "teacher": "Teacher", "baseline": "Baseline", "kd": "KD", "fitnet": "FitNet", "kd_fitnet": "KD + FitNet",
+    "pm_kd": "PM + KD", "pm_fitnet": "PM + FitNet", "pmkd": "PMKD", "baseline_long": "Baseline (2x epochs)",
+    "kd_fitnet_long": "KD + FitNet (2x epochs)",
+}
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {"runs": {}}
+
+
+def record(path: Path, run: dict, experiment: dict) -> dict:
+    """Add one run to results.json (atomically); a rerun with a new config replaces the old."""
+    results = load(path)
+    results["experiment"] = experiment
+    results["runs"][f"{run['method']}/seed{run['seed']}"] = run
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(results, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+    return results
+
+
+def _by_method(results: dict) -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = {}
+    for run in results["runs"].values():
+        grouped.setdefault(run["method"], []).append(run)
+    order = list(METHODS)
+    return {m: sorted(grouped[m], key=lambda r: r["seed"]) for m in sorted(grouped, key=order.index)}
+
+
+def summary(results: dict) -> dict[str, dict]:
+    """Per method: seeds, accuracies (%), mean, deviations, spread, cost; failed runs listed."""
+    table = {}
+    for method, runs in _by_method(results).items():
+        ok = [r for r in runs if r.get("status") == "ok"]
+        accs = [100 * r["test_accuracy"] for r in ok]
+        mean = statistics.fmean(accs) if accs else None
+        table[method] = {
+            "seeds": [r["seed"] for r in ok],
+            "accuracies": accs,
+            "mean": mean,
+            "deviations": [a - mean for a in accs] if accs else [],
+            "spread": max(accs) - min(accs) if accs else None,
+            "failed": [f"seed {r['seed']}: {r.get('error', 'failed')}" for r in runs if r.get("status") != "ok"],
+            "epochs": ok[0]["total_epochs"] if ok else None,
+            "wall_seconds": statistics.fmean(r["total_wall_seconds"] for r in ok) if ok else None,
+        }
+    return table
+
+
+def markdown(results: dict) -> str:
+    """The paper's table for one net and dataset, plus the stability view."""
+    exp = results.get("experiment", {})
+    table = summary(results)
+    base = (table.get("baseline") or {}).get("mean")
+    lines = [
+        f"# {exp.get('net', '?')} on {exp.get('dataset', '?')}",
+        "",
+        f"Command: `{exp.get('command', '?')}`  ",
+        f"Width multiplier {exp.get('width_multiplier')}, {exp.get('epochs')} epochs per phase, "
+        f"rho={exp.get('rho')}, alpha={exp.get('alpha')}, tau={exp.get('temperature')}, "
+        f"pacemaker={exp.get('pacemaker')}, phase 3 starts from: {exp.get('phase3_init')}.",
+        "",
+        "Top-1 test accuracy (%), mean over seeds; up/down against the baseline.",
+        "",
+        "| Method | Top-1 | vs baseline | Seeds | Spread (max-min) | Student epochs (all phases) | Wall s/run |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for method, row in table.items():
+        if row["mean"] is None:
+            lines.append(f"| {LABELS[method]} | failed | | | | | |")
+            continue
+        delta = ""
+        if base is not None and method not in ("teacher", "baseline"):
+            diff = row["mean"] - base
+            delta = f"{'↑' if diff > 0 else '↓'} {diff:+.2f}"
+        lines.append(
+            f"| {LABELS[method]} | {row['mean']:.2f} | {delta} | {len(row['seeds'])} | {row['spread']:.2f} | "
+            f"{row['epochs']} | {row['wall_seconds']:.0f} |")
+    lines += ["", "## Stability (sec. 4.4.3): each seed's deviation from the method's mean", "",
+              "| Method | Per-seed top-1 | Deviation | Range |", "|---|---|---|---|"]
+    for method, row in table.items():
+        if row["mean"] is None:
+            continue
+        accs = ", ".join(f"{a:.2f}" for a in row["accuracies"])
+        devs = ", ".join(f"{d:+.2f}" for d in row["deviations"])
+        lines.append(f"| {LABELS[method]} | [{accs}] | [{devs}] | {row['spread']:.2f} |")
+    failed = [(m, f) for m, row in table.items() for f in row["failed"]]
+    if failed:
+        lines += ["", "## Failed runs", ""] + [f"- {LABELS[m]}, {f}" for m, f in failed]
+    return "\n".join(lines) + "\n"
