@@ -145,34 +145,39 @@ def _load_folder(dataset, data_dir, counts, rng, shape):
             *pick(test_files, test_labels, test_idx), classes)
 
 
+def _tfds_arrays(builder, split: str) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = [], []
+    for x, y in builder.as_dataset(split=split, as_supervised=True).batch(4096).as_numpy_iterator():
+        images.append(x)
+        labels.append(y)
+    return np.concatenate(images), np.concatenate(labels).astype(np.int32)
+
+
 def _load_tfds(dataset, counts, rng):
     import tensorflow_datasets as tfds
 
+    builder = tfds.builder(TFDS_NAMES[dataset])
     try:
-        builder = tfds.builder(TFDS_NAMES[dataset])
-        train = tfds.as_numpy(builder.as_dataset(split="train", as_supervised=True, batch_size=-1))
-        test = tfds.as_numpy(builder.as_dataset(split="test", as_supervised=True, batch_size=-1))
-    except Exception as error:  # tfds raises many types for a missing/undownloadable dataset.
         try:
+            train, test = _tfds_arrays(builder, "train"), _tfds_arrays(builder, "test")
+        except (AssertionError, FileNotFoundError, tf.errors.NotFoundError):
             builder.download_and_prepare()
-            train = tfds.as_numpy(builder.as_dataset(split="train", as_supervised=True, batch_size=-1))
-            test = tfds.as_numpy(builder.as_dataset(split="test", as_supervised=True, batch_size=-1))
-        except Exception as download_error:
-            raise DataError(
-                f"Could not load {dataset!r} through tensorflow-datasets ({type(download_error).__name__}: "
-                f"{str(download_error).splitlines()[0] if str(download_error) else ''}). If this machine is "
-                f"offline, point --data_dir (or {ENV_DATA_DIR}) at an image folder "
-                f"<data_dir>/{dataset}/{{train,test}}/<class>/*."
-            ) from error
+            train, test = _tfds_arrays(builder, "train"), _tfds_arrays(builder, "test")
+    except Exception as error:  # tfds raises many types when a download fails.
+        first_line = (str(error).splitlines() or [""])[0][:200]
+        raise DataError(
+            f"Could not load {dataset!r} through tensorflow-datasets ({type(error).__name__}: {first_line}). "
+            f"If this machine is offline, point --data_dir (or {ENV_DATA_DIR}) at an image folder "
+            f"<data_dir>/{dataset}/{{train,test}}/<class>/*."
+        ) from error
     classes = tuple(builder.info.features["label"].names)
     n_train, n_val, n_test = counts
     order = _subsample(len(train[1]), None, rng)
     val_idx = np.sort(order[:n_val])
     train_idx = np.sort(order[n_val:] if n_train is None else order[n_val : n_val + n_train])
     test_idx = np.sort(_subsample(len(test[1]), n_test, rng))
-    as_int = lambda labels: labels.astype(np.int32)  # noqa: E731
-    return (train[0][train_idx], as_int(train[1][train_idx]), train[0][val_idx], as_int(train[1][val_idx]),
-            test[0][test_idx], as_int(test[1][test_idx]), classes)
+    return (train[0][train_idx], train[1][train_idx], train[0][val_idx], train[1][val_idx],
+            test[0][test_idx], test[1][test_idx], classes)
 
 
 def load(

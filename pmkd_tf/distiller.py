@@ -53,7 +53,7 @@ class Distiller(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
     def train_step(self, data):
-        images, labels = data
+        images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
         teacher_out = None if self.teacher is None else self.teacher(images, training=False)
         with tf.GradientTape() as tape:
             student_out = self.student(images, training=True)
@@ -68,7 +68,7 @@ class Distiller(keras.Model):
         return self._record(terms, labels, student_out["logits"])
 
     def test_step(self, data):
-        images, labels = data
+        images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
         teacher_out = None if self.teacher is None else self.teacher(images, training=False)
         student_out = self.student(images, training=False)
         terms = losses.pmkd_loss(labels, student_out, teacher_out, self.loss_weights_)

@@ -281,7 +281,8 @@ class Trainer:
         ]
         logging.info("Phase %s: %d epochs -> %s", phase.name, phase.epochs, folder)
         start = time.time()
-        distiller.fit(train, epochs=phase.epochs, validation_data=val, callbacks=callbacks, verbose=self.verbose)
+        distiller.fit(train, epochs=phase.epochs, validation_data=val, callbacks=callbacks, verbose=self.verbose,
+                      shuffle=False)
         wall = time.time() - start
         if guard.failed_epoch is not None:
             error = f"{phase.name}: loss became NaN/inf in epoch {guard.failed_epoch}; lower the learning rate or rho."

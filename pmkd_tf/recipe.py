@@ -65,7 +65,7 @@ PRESETS = {
     # The paper's full recipe: a GPU job.
     "paper": Preset(epochs=200, width_multiplier=1.0, seeds=5),
     # All eight rows x 3 seeds of one net on a 2-core CPU in about 3 hours.
-    "cpu": Preset(epochs=15, width_multiplier=0.125, seeds=3, train_examples=10_000),
+    "cpu": Preset(epochs=12, width_multiplier=0.125, seeds=3, train_examples=10_000),
     # A minute: proves the plumbing, not the method.
     "smoke": Preset(epochs=1, width_multiplier=1 / 16, seeds=1, batch_size=64, train_examples=256,
                     test_examples=256),

@@ -1,0 +1,90 @@
+"""The runner as a user runs it: a real subprocess, resume after SIGKILL, bad input."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+RUN = [sys.executable, "-m", "pmkd_tf.experiments.run"]
+TINY = ["--net=vgg13", "--width_multiplier=0.0625", "--batch_size=64", "--train_examples=320",
+        "--test_examples=160", "--seeds=1"]
+
+
+def _env(data_dir):
+    return {**os.environ, "PMKD_DATA_DIR": data_dir, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def test_runner_writes_the_table(data_dir, tmp_path):
+    done = subprocess.run([*RUN, *TINY, "--epochs=1", "--methods=teacher,baseline,kd", f"--out_dir={tmp_path}"],
+                          env=_env(data_dir), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = (tmp_path / "cifar10" / "vgg13" / "results.md").read_text()
+    assert "| Teacher |" in table and "| Baseline |" in table and "| KD |" in table
+    assert "| KD |" in done.stdout
+
+
+def _history_epochs(root):
+    [history] = list(root.glob("cifar10/vgg13/teacher-*/history.csv"))
+    with open(history) as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+def test_sigkill_mid_phase_then_rerun_resumes_without_redoing_epochs(data_dir, tmp_path):
+    args = [*RUN, *TINY, "--epochs=12", "--methods=teacher", f"--out_dir={tmp_path}"]
+    proc = subprocess.Popen(args, env=_env(data_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        try:
+            if len(_history_epochs(tmp_path)) >= 2:
+                break
+        except ValueError:
+            pass
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = len(_history_epochs(tmp_path))
+    assert 2 <= killed_at < 12, "the kill must land mid-phase"
+    done = subprocess.run(args, env=_env(data_dir), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _history_epochs(tmp_path) == list(range(12))
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--net=resnet19", "Unknown net 'resnet19'"),
+        ("--dataset=mnist", "Unknown dataset 'mnist'"),
+        ("--methods=kd,pmkdd", "Unknown method 'pmkdd'"),
+        ("--preset=huge", "Unknown preset 'huge'"),
+        ("--strategy=tpu", "Unknown strategy 'tpu'"),
+        ("--epochs=0", "epochs must be > 0"),
+        ("--batch_size=-1", "batch_size must be > 0"),
+        ("--alpha=1.5", "alpha must be in [0, 1]"),
+        ("--temperature=0", "temperature must be > 0"),
+        ("--rho=-1", "rho must be >= 0"),
+        ("--width_multiplier=0", "width_multiplier must be > 0"),
+        ("--data_dir=/nonexistent/data", "does not exist"),
+        ("--pacemaker=diagonal", "Unknown pacemaker 'diagonal'"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_exit_2(data_dir, tmp_path, flag, message):
+    done = subprocess.run([*RUN, *TINY, "--epochs=1", flag, f"--out_dir={tmp_path}"], env=_env(data_dir),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last
+    assert "Traceback" not in done.stderr
+    assert not list(tmp_path.rglob("*.json"))
+
+
+def test_second_runner_on_the_same_out_dir_is_refused(data_dir, tmp_path):
+    root = tmp_path / "cifar10" / "vgg13"
+    root.mkdir(parents=True)
+    (root / ".lock").write_text(str(os.getpid()))
+    done = subprocess.run([*RUN, *TINY, "--epochs=1", "--methods=baseline", f"--out_dir={tmp_path}"],
+                          env=_env(data_dir), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "in use by another runner" in done.stderr

@@ -1,0 +1,90 @@
+"""Data: the real image folder, tfds loaders on mock data, pipelines, errors."""
+
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from pmkd_tf import data
+
+
+def test_real_folder_subsets_are_disjoint_and_seeded(data_dir, cifar):
+    assert cifar.train_images.shape == (320, 32, 32, 3) and cifar.train_images.dtype == np.uint8
+    assert cifar.val_images.shape == (64, 32, 32, 3) and cifar.test_images.shape == (160, 32, 32, 3)
+    assert cifar.class_names[:3] == ("airplane", "automobile", "bird") and cifar.num_classes == 10
+    assert len(set(cifar.train_labels)) == 10
+    flat = lambda a: {x.tobytes() for x in a}  # noqa: E731
+    assert not flat(cifar.val_images) & flat(cifar.train_images)
+    assert not flat(cifar.val_images) & flat(cifar.test_images)
+    again = data.load("cifar10", data_dir, train_examples=320, test_examples=160, validation_examples=64)
+    np.testing.assert_array_equal(again.train_images, cifar.train_images)
+
+
+def test_pipelines_normalise_augment_and_batch(cifar):
+    train = data.train_pipeline(cifar.train_images, cifar.train_labels, 64, cifar.mean, cifar.std, True, 0)
+    x, y = next(iter(train))
+    assert x.shape == (64, 32, 32, 3) and x.dtype == "float32" and y.shape == (64,)
+    assert abs(float(np.mean(x))) < 0.5 and 0.5 < float(np.std(x)) < 1.5
+    test = data.eval_pipeline(cifar.test_images, cifar.test_labels, 64, cifar.mean, cifar.std)
+    first = np.concatenate([b[1] for b in test])
+    np.testing.assert_array_equal(first, cifar.test_labels)
+    np.testing.assert_allclose(next(iter(test))[0][0], data.normalize(cifar.test_images[0], cifar.mean, cifar.std))
+
+
+@pytest.mark.parametrize("name, classes", [("cifar10", 10), ("cifar100", 100), ("svhn", 10)])
+def test_tfds_loaders_on_mock_data(name, classes):
+    with tfds.testing.mock_data(num_examples=30):
+        splits = data.load(name, None, train_examples=12, validation_examples=6, test_examples=10)
+    assert splits.train_images.shape == (12, 32, 32, 3) and splits.val_images.shape == (6, 32, 32, 3)
+    assert splits.test_images.shape == (10, 32, 32, 3) and splits.num_classes == classes
+    assert splits.augment == (name != "svhn")
+
+
+def _copy_folder(data_dir, tmp_path, per_class=3):
+    for split in ("train", "test"):
+        for klass in ("cat", "dog"):
+            dst = tmp_path / "cifar10" / split / klass
+            dst.mkdir(parents=True)
+            for i in range(per_class):
+                shutil.copy(f"{data_dir}/cifar10/{split}/{klass}/{i:04d}.jpg", dst / f"{i}.jpg")
+    return tmp_path
+
+
+def test_corrupt_files_are_skipped_and_counted(data_dir, tmp_path, caplog):
+    root = _copy_folder(data_dir, tmp_path)
+    (root / "cifar10" / "train" / "cat" / "broken.jpg").write_bytes(b"not a jpeg")
+    splits = data.load("cifar10", str(root))
+    assert len(splits.train_labels) == 6
+    assert "Skipped 1 of 7" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        ("missing", "does not exist"),
+        ("empty", "No image folder"),
+        ("classes", "different class folders"),
+        ("no_images", "holds no images"),
+    ],
+)
+def test_bad_folders_give_clear_errors(data_dir, tmp_path, setup, message):
+    root = tmp_path / "root"
+    if setup != "missing":
+        root.mkdir()
+    if setup in ("classes", "no_images"):
+        _copy_folder(data_dir, root)
+    if setup == "classes":
+        shutil.rmtree(root / "cifar10" / "test" / "dog")
+    if setup == "no_images":
+        for f in (root / "cifar10" / "test").rglob("*.jpg"):
+            f.unlink()
+    with pytest.raises(data.DataError, match=message):
+        data.load("cifar10", str(root))
+
+
+def test_unknown_dataset_and_bad_counts():
+    with pytest.raises(data.DataError, match="valid datasets: cifar10, cifar100, svhn"):
+        data.load("mnist")
+    with pytest.raises(data.DataError, match="train_examples must be positive"):
+        data.load("cifar10", "/nonexistent", train_examples=0)

@@ -1,0 +1,101 @@
+"""Every method end to end on real images; artefact reuse; the table."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from pmkd_tf import models, pipeline, report
+from pmkd_tf.recipe import Recipe
+
+TINY = 1 / 16
+
+
+def _exp(**kw):
+    base = dict(dataset="cifar10", net="vgg13", recipe=Recipe(epochs=1, batch_size=64), width_multiplier=TINY,
+                rho=0.5, train_examples=320, test_examples=160)
+    base.update(kw)
+    return pipeline.Experiment(**base)
+
+
+@pytest.fixture(scope="module")
+def trained(cifar, tmp_path_factory):
+    """Every method for seed 0, trained once for the module."""
+    out = tmp_path_factory.mktemp("runs")
+    trainer = pipeline.Trainer(_exp(), cifar, out, verbose=0)
+    results = {m: trainer.run(m, 0) for m in pipeline.METHODS}
+    return trainer, results
+
+
+def test_every_method_runs_and_reports(trained):
+    trainer, results = trained
+    for method, result in results.items():
+        assert result["status"] == "ok", method
+        assert 0.0 <= result["test_accuracy"] <= 1.0
+        folder = trainer.root / result["folder"]
+        assert (folder / "model.keras").exists() and (folder / "config.json").exists()
+        assert len((folder / "history.csv").read_text().strip().splitlines()) == 1 + result["epochs"]
+        assert any((folder / "logs").iterdir())
+    assert results["pmkd"]["total_epochs"] == 4  # teacher, pacemaker, phase 2, phase 3
+    assert results["kd_fitnet_long"]["epochs"] == 2 and results["baseline_long"]["epochs"] == 2
+
+
+def test_teacher_and_pacemakers_are_trained_once_and_shared(trained):
+    trainer, results = trained
+    folders = [p.name for p in trainer.root.iterdir() if p.is_dir()]
+    assert sum(f.startswith("teacher-") for f in folders) == 1
+    assert sorted(f.split("-")[1] for f in folders if f.startswith("pacemaker-")) == ["fitnet", "kd", "kd_fitnet"]
+    assert results["pmkd"]["phases"][0] == results["kd"]["phases"][0]  # the same teacher folder
+    stamp = {f: (trainer.root / f / "result.json").stat().st_mtime for f in results["pmkd"]["phases"]}
+    again = trainer.run("pmkd", 0)
+    assert again["test_accuracy"] == results["pmkd"]["test_accuracy"]
+    assert stamp == {f: (trainer.root / f / "result.json").stat().st_mtime for f in again["phases"]}
+
+
+def test_phase_models_have_the_right_shapes(trained):
+    trainer, results = trained
+    student = keras.saving.load_model(trainer.root / results["pmkd"]["folder"] / "model.keras")
+    assert models.check_on_the_fly(student).on_the_fly
+    pacemaker = keras.saving.load_model(trainer.root / results["pmkd"]["phases"][1] / "model.keras")
+    assert {layer.name for layer in pacemaker.layers if isinstance(layer, keras.Model)} == {"vgg13_1xN", "vgg13_Nx1"}
+    teacher = keras.saving.load_model(trainer.root / results["teacher"]["folder"] / "model.keras")
+    assert not models.check_on_the_fly(teacher).on_the_fly
+
+
+def test_changed_config_never_reuses_a_stale_artefact(trained):
+    trainer, _ = trained
+    stale = pipeline.plan(trainer.exp, "pmkd", 0)
+    fresh = pipeline.plan(_exp(rho=0.25), "pmkd", 0)
+    assert fresh.folder(_exp(rho=0.25)) != stale.folder(trainer.exp)
+    assert fresh.teacher.folder(_exp(rho=0.25)) == stale.teacher.folder(trainer.exp)  # CE teacher: unaffected
+    assert pipeline.plan(_exp(rho=0.25), "baseline", 0).folder(_exp(rho=0.25)) == \
+        pipeline.plan(trainer.exp, "baseline", 0).folder(trainer.exp)
+
+
+def test_fig2_phase3_starts_from_the_pacemaker_row_member(cifar, trained):
+    trainer, _ = trained
+    exp = _exp(phase3_init="pacemaker_row")
+    final = pipeline.plan(exp, "pmkd", 0)
+    assert final.init.student == "pacemaker" and final.init_member == "1xN"
+    fig2 = pipeline.Trainer(exp, cifar, trainer.root.parent.parent, verbose=0)
+    start = fig2._build(final)
+    pacemaker = keras.saving.load_model(fig2.folder(final.init) / "model.keras")
+    for a, b in zip(start.get_weights(), models.pacemaker_member(pacemaker, "1xN").get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_table_has_every_row_and_stability(trained, tmp_path):
+    _, results = trained
+    path = tmp_path / "results.json"
+    for seed in (0, 1):
+        for method in ("baseline", "kd", "pmkd"):
+            run = dict(results[method], seed=seed, test_accuracy=results[method]["test_accuracy"] + 0.01 * seed)
+            report.record(path, run, {"net": "vgg13", "dataset": "cifar10"})
+    report.record(path, {"method": "fitnet", "seed": 0, "status": "failed", "error": "fitnet: loss NaN"}, {})
+    stored = json.loads(path.read_text())
+    assert set(stored["runs"]) == {"baseline/seed0", "baseline/seed1", "kd/seed0", "kd/seed1", "pmkd/seed0",
+                                   "pmkd/seed1", "fitnet/seed0"}
+    md = report.markdown(stored)
+    assert "| Baseline |" in md and "| KD |" in md and "| PMKD |" in md and "| FitNet | failed |" in md
+    assert "[-0.50, +0.50]" in md and "fitnet: loss NaN" in md
