@@ -289,12 +289,14 @@ class Trainer:
             _atomic_write(folder / "result.json", json.dumps({"status": "failed", "error": error, "phase": phase.name,
                                                          "epoch": guard.failed_epoch}, indent=2))
             raise TrainingDiverged(error)
-        metrics = distiller.evaluate(test, verbose=0, return_dict=True)
         save_model_atomically(student, folder / "model.keras")
         result = {
-            "status": "ok", "phase": phase.name, "test_accuracy": float(metrics["accuracy"]),
+            "status": "ok", "phase": phase.name,
+            "test_accuracy": float(distiller.evaluate(test, verbose=0, return_dict=True)["accuracy"]),
             "epochs": phase.epochs, "wall_seconds": round(wall, 1), "folder": folder.name,
         }
+        if val is not None:
+            result["val_accuracy"] = float(distiller.evaluate(val, verbose=0, return_dict=True)["accuracy"])
         _atomic_write(folder / "result.json", json.dumps(result, indent=2))
 
     def run(self, method: str, seed: int) -> dict:
