@@ -25,6 +25,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Iterator
@@ -189,6 +190,52 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     raise UserError(f"Unknown strategy {name!r}; valid: default, mirrored, multiworker.")
 
 
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Atomic end-of-epoch checkpoints that keep history.csv consistent.
+
+    Each epoch end writes the weights (student and optimizer state) to a new
+    file, then atomically replaces `state.json`, the single commit point. On
+    resume, training restarts after the committed epoch and history.csv is
+    cut back to the committed rows, so a kill at any instant neither redoes
+    nor loses an epoch. Keras' BackupAndRestore writes its files in place,
+    where a kill mid-write can leave them inconsistent.
+    """
+
+    def __init__(self, folder: Path, history: Path) -> None:
+        super().__init__()
+        self.folder = folder
+        self.history = history
+
+    @property
+    def state(self) -> Path:
+        return self.folder / "state.json"
+
+    def on_train_begin(self, logs=None):
+        if not self.state.exists():
+            return
+        state = json.loads(self.state.read_text())
+        if not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(self.folder / state["weights"])
+        # The same hook Keras' own BackupAndRestore uses to resume mid-fit.
+        self.model._initial_epoch = state["epoch"]
+        if self.history.exists():
+            # Truncate in place: CSVLogger already holds the file open for appending.
+            rows = self.history.read_bytes().splitlines(keepends=True)
+            os.truncate(self.history, sum(len(row) for row in rows[: 1 + state["epoch"]]))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"epoch{epoch + 1}.weights.h5"
+        tmp = self.folder / f"tmp-{name}"
+        self.model.save_weights(tmp, overwrite=True)
+        os.replace(tmp, self.folder / name)
+        old = json.loads(self.state.read_text())["weights"] if self.state.exists() else None
+        _atomic_write(self.state, json.dumps({"epoch": epoch + 1, "weights": name}))
+        if old and old != name:
+            (self.folder / old).unlink(missing_ok=True)
+
+
 class _NanGuard(keras.callbacks.Callback):
     """Stops a phase at the first non-finite loss and remembers where."""
 
@@ -273,11 +320,13 @@ class Trainer:
             distiller = Distiller(student, teacher, self.exp.weights(phase.family))
             distiller.compile(optimizer=recipe.optimizer(steps, phase.epochs), jit_compile=self.exp.jit_compile)
         guard = _NanGuard()
+        # Order matters: the history row is written before the checkpoint
+        # that commits its epoch.
         callbacks = [
-            keras.callbacks.BackupAndRestore(str(folder / "backup"), double_checkpoint=True),
-            keras.callbacks.CSVLogger(str(folder / "history.csv"), append=True),
-            keras.callbacks.TensorBoard(str(folder / "logs"), write_graph=False),
             guard,
+            keras.callbacks.CSVLogger(str(folder / "history.csv"), append=True),
+            EpochCheckpoint(folder / "checkpoint", folder / "history.csv"),
+            keras.callbacks.TensorBoard(str(folder / "logs"), write_graph=False),
         ]
         logging.info("Phase %s: %d epochs -> %s", phase.name, phase.epochs, folder)
         start = time.time()
@@ -290,6 +339,7 @@ class Trainer:
                                                          "epoch": guard.failed_epoch}, indent=2))
             raise TrainingDiverged(error)
         save_model_atomically(student, folder / "model.keras")
+        shutil.rmtree(folder / "checkpoint", ignore_errors=True)
         result = {
             "status": "ok", "phase": phase.name,
             "test_accuracy": float(distiller.evaluate(test, verbose=0, return_dict=True)["accuracy"]),
