@@ -50,7 +50,13 @@ class Distiller(keras.Model):
         for name, tracker in self.trackers.items():
             tracker.update_state(terms[name])
         self.accuracy.update_state(labels, logits)
-        return {m.name: m.result() for m in self.metrics}
+        logs = {m.name: m.result() for m in self.metrics}
+        if _multi_worker(self.distribute_strategy):
+            # Keras reduces logs across workers along axis 0, which fails on
+            # scalars (keras-team/keras#20585); a length-1 vector reduces to
+            # the cross-worker mean.
+            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+        return logs
 
     def train_step(self, data):
         images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -74,6 +80,25 @@ class Distiller(keras.Model):
         terms = losses.pmkd_loss(labels, student_out, teacher_out, self.loss_weights_)
         return self._record(terms, labels, student_out["logits"])
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Build what `fit` needs without tracing a data batch.
+
+        Keras' version first reduces a batch across replicas, which fails
+        under MultiWorkerMirroredStrategy; both networks are already built and
+        the metrics are our own, so only the optimizer's slots are missing.
+        """
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.student.trainable_variables)
+
     def save(self, filepath, *args, **kwargs) -> None:
         """Save the student alone (the teacher is an input, not a result)."""
         self.student.save(filepath, *args, **kwargs)
+
+
+def _multi_worker(strategy: tf.distribute.Strategy) -> bool:
+    """True under a MultiWorkerMirroredStrategy that spans more than one process."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
+        return False
+    return sum(len(tasks) for tasks in resolver.cluster_spec().as_dict().values()) > 1

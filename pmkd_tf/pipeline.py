@@ -236,6 +236,22 @@ class EpochCheckpoint(keras.callbacks.Callback):
             (self.folder / old).unlink(missing_ok=True)
 
 
+def worker_out_dir(out_dir: str | Path, strategy: tf.distribute.Strategy) -> Path:
+    """Where this process writes: `out_dir` on the chief, a private folder on other workers.
+
+    Every multi-worker process runs the same training in lockstep; only the
+    chief's files are the results, the others write beside them so no two
+    processes ever write one file.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return Path(out_dir)
+    cluster = resolver.cluster_spec().as_dict()
+    chief = resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
+                                              and "chief" not in cluster)
+    return Path(out_dir) if chief else Path(out_dir) / f".{resolver.task_type}-{resolver.task_id}"
+
+
 class _NanGuard(keras.callbacks.Callback):
     """Stops a phase at the first non-finite loss and remembers where."""
 

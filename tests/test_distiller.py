@@ -99,7 +99,8 @@ def test_mirrored_two_replicas_match_one_device(cifar):
         return logs["loss"][0], [w.numpy() for w in student.trainable_weights]
 
     loss_1, weights_1 = one_step(tf.distribute.OneDeviceStrategy("/cpu:0"))
-    loss_2, weights_2 = one_step(tf.distribute.MirroredStrategy([c.name for c in cpus[:2]]))
+    loss_2, weights_2 = one_step(tf.distribute.MirroredStrategy(
+        [c.name for c in cpus[:2]], cross_device_ops=tf.distribute.ReductionToOneDevice()))
     assert loss_2 == pytest.approx(loss_1, rel=1e-4)
     for a, b in zip(weights_1, weights_2):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)

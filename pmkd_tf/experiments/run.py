@@ -101,7 +101,7 @@ def run(exp: pipeline.Experiment, seeds: list[int], methods: list[str], data_dir
     """Train every (seed, method), recording each result as soon as it exists."""
     strategy = pipeline.make_strategy(strategy_name)
     splits = data.load(exp.dataset, data_dir, exp.train_examples, exp.test_examples, exp.validation_examples)
-    trainer = pipeline.Trainer(exp, splits, out_dir, strategy)
+    trainer = pipeline.Trainer(exp, splits, pipeline.worker_out_dir(out_dir, strategy), strategy)
     results_path = trainer.root / "results.json"
     with pipeline.out_dir_lock(trainer.root):
         for seed in seeds:
