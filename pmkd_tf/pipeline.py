@@ -292,9 +292,13 @@ class Trainer:
         model = models.build_pacemaker(config, self.exp.pacemaker) if phase.student == "pacemaker" \
             else models.build(config)
         if phase.init is not None:
-            source = keras.saving.load_model(self.folder(phase.init) / "model.keras")
+            path = self.folder(phase.init) / "model.keras"
+            source = keras.saving.load_model(path)
             if phase.init_member:
                 source = models.pacemaker_member(source, phase.init_member)
+            if [w.shape for w in source.weights] != [w.shape for w in model.weights]:
+                raise UserError(f"{path} holds {source.name}, not the {model.name} that {phase.name} starts from; "
+                                f"delete {path.parent} to retrain it.")
             model.set_weights(source.get_weights())
         return model
 

@@ -88,3 +88,16 @@ def test_unknown_dataset_and_bad_counts():
         data.load("mnist")
     with pytest.raises(data.DataError, match="train_examples must be positive"):
         data.load("cifar10", "/nonexistent", train_examples=0)
+
+
+def test_offline_download_says_how_to_point_at_local_data(tmp_path, monkeypatch):
+    # An empty tfds folder and a download that fails the way it does offline
+    # (the real one retries for minutes before giving up).
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+
+    def offline(self, *args, **kwargs):
+        raise ConnectionError("Failed to resolve 'www.cs.toronto.edu'")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
+    with pytest.raises(data.DataError, match=r"ConnectionError.*point --data_dir \(or PMKD_DATA_DIR\)"):
+        data.load("cifar100", None)

@@ -99,3 +99,16 @@ def test_table_has_every_row_and_stability(trained, tmp_path):
     md = report.markdown(stored)
     assert "| Baseline |" in md and "| KD |" in md and "| PMKD |" in md and "| FitNet | failed |" in md
     assert "[-0.50, +0.50]" in md and "fitnet: loss NaN" in md
+
+
+def test_phase3_refuses_a_model_of_another_net_or_shape(cifar, trained):
+    trainer, _ = trained
+    final = pipeline.plan(trainer.exp, "pm_kd", 0)
+    phase2_model = trainer.folder(final.init) / "model.keras"
+    saved = phase2_model.read_bytes()
+    try:
+        models.get_model("wrn_10_10", "1xN", 10, TINY).save(phase2_model)
+        with pytest.raises(pipeline.UserError, match="holds wrn_10_10_1xN, not the vgg13_1xN"):
+            trainer._build(final)
+    finally:
+        phase2_model.write_bytes(saved)
