@@ -26,11 +26,11 @@ class Distiller(keras.Model):
     """
 
     def __init__(self, student: keras.Model, teacher: keras.Model | None = None,
-                 weights: losses.LossWeights = losses.LossWeights(), **kwargs):
+                 weights: losses.LossWeights | None = None, **kwargs):
         super().__init__(name=kwargs.pop("name", "distiller"), **kwargs)
         self.student = student
         self.teacher = teacher
-        self.loss_weights_ = weights
+        self.loss_weights_ = weights or losses.LossWeights()
         if teacher is not None:
             teacher.trainable = False
         names = TERMS if teacher is not None else ("loss", "ce")

@@ -12,6 +12,7 @@ import dataclasses
 
 import keras
 from keras import ops
+
 from pmkd_tf.errors import UserError
 
 

@@ -27,8 +27,8 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import keras
 import tensorflow as tf
@@ -36,9 +36,9 @@ from absl import logging
 
 from pmkd_tf import data, models
 from pmkd_tf.distiller import Distiller
+from pmkd_tf.errors import UserError
 from pmkd_tf.losses import LossWeights
 from pmkd_tf.recipe import Recipe
-from pmkd_tf.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,8 +114,8 @@ class Phase:
     family: str
     seed: int
     epochs: int
-    teacher: "Phase | None" = None
-    init: "Phase | None" = None  # start from this phase's trained weights
+    teacher: Phase | None = None
+    init: Phase | None = None  # start from this phase's trained weights
     init_member: str | None = None  # ... or from this member of its pacemaker
 
     def config(self, exp: Experiment) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 import keras
+
 from pmkd_tf.errors import UserError
 
 PAPER_EPOCHS = 200

@@ -6,10 +6,10 @@ import socket
 import subprocess
 
 import tensorflow as tf
+from test_cli import RUN, TINY, _env
 
 from pmkd_tf import pipeline
 from pmkd_tf.recipe import Recipe
-from test_cli import RUN, TINY, _env
 
 
 def test_mirrored_smoke_run_on_two_logical_cpus(cifar, tmp_path):

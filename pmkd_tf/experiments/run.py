@@ -20,8 +20,8 @@ from pathlib import Path
 from absl import app, flags, logging
 
 from pmkd_tf import data, models, pipeline, report
-from pmkd_tf.recipe import PRESETS, Recipe
 from pmkd_tf.errors import UserError
+from pmkd_tf.recipe import PRESETS, Recipe
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("net", "resnet18", f"Network: {', '.join(models.NETS)} or any wrn_D_K.")

@@ -7,10 +7,11 @@ versions of one net have the same feature taps with identical shapes.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 
+from pmkd_tf.errors import UserError
 from pmkd_tf.models.config import NetConfig
 from pmkd_tf.models.filters import SHAPES, OnTheFlyReport, check_on_the_fly
 from pmkd_tf.models.pacemaker import KINDS as PACEMAKERS
@@ -18,7 +19,6 @@ from pmkd_tf.models.pacemaker import build_pacemaker, pacemaker_member
 from pmkd_tf.models.resnet import BLOCKS, build_resnet
 from pmkd_tf.models.vgg import STAGES, build_vgg
 from pmkd_tf.models.wrn import build_wrn, parse_wrn
-from pmkd_tf.errors import UserError
 
 NETS = (*STAGES, *BLOCKS, "wrn_10_10", "wrn_16_8", "wrn_28_6", "wrn_40_4")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from pmkd_tf.models.filters import SHAPES
 from pmkd_tf.errors import UserError
+from pmkd_tf.models.filters import SHAPES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +46,6 @@ class NetConfig:
     def stem_shape(self) -> str:
         return "NxN" if self.stem == "NxN" else self.shape
 
-    def with_shape(self, shape: str) -> "NetConfig":
+    def with_shape(self, shape: str) -> NetConfig:
         """The same net in another filter shape (teacher -> student -> column)."""
         return dataclasses.replace(self, shape=shape)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 import keras
+
 from pmkd_tf.errors import UserError
 
 SHAPES = ("NxN", "1xN", "Nx1")

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import keras
 
-from pmkd_tf.models.config import NetConfig
 from pmkd_tf.errors import UserError
+from pmkd_tf.models.config import NetConfig
 
 KINDS = {"ensemble": ("1xN", "Nx1"), "column": ("Nx1",), "row": ("1xN",)}
 

@@ -11,9 +11,9 @@ import re
 
 import keras
 
+from pmkd_tf.errors import UserError
 from pmkd_tf.models import filters
 from pmkd_tf.models.config import NetConfig
-from pmkd_tf.errors import UserError
 
 NAME = re.compile(r"^wrn_(\d+)_(\d+)$")
 
