@@ -1,0 +1,14 @@
+"""Embedded deployment of PMKD students: int8 TFLite, TensorFlow Lite Micro, C arrays, row streaming.
+
+Modules (import the one you need; the package itself imports nothing):
+
+* `tflite`: the deployable model (pixels -> normalisation -> student),
+  float and int8 conversion, LiteRT runs, MACs;
+* `micro`: TFLite Micro runs, the op list and resolver lines, arena size;
+* `carray`: `model_data.cc/.h` and `model_ops.h` for a board project;
+* `streaming`: the row-streaming executor (float Keras and int8 TFLite);
+* `pipeline`: all of the above for one student, with `report.json`;
+* `errors`: the `ValueError`s that mean "fix your input".
+
+CLI: `python -m pmkd_tf.export --model=student.keras --dataset=cifar10 --out_dir=...`.
+"""

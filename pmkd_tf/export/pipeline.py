@@ -1,0 +1,251 @@
+"""The export pipeline: a trained student in; verified `.tflite`s, board sources and a report out.
+
+Every claim in the report is measured on this machine: int8 accuracy
+against the float Keras model on the test set, TFLite Micro against
+LiteRT's reference kernels bit for bit, the TFLM arena by bisection,
+LiteRT latency on one thread, and the row-streaming executor against the
+full-frame models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+from absl import logging
+
+from pmkd_tf import data
+from pmkd_tf.export import carray, micro, streaming, tflite
+from pmkd_tf.export.errors import ExportError
+
+FILES = ("model_float.tflite", "model_int8.tflite", "model_data.cc", "model_data.h", "model_ops.h",
+         "report.json", "summary.txt")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportOptions:
+    """How much of each check to run (the CLI's flags; defaults suit a full CIFAR test set).
+
+    micro_examples: test images run through TFLite Micro and compared with LiteRT.
+    float_stream_examples: test images streamed through the float Keras student.
+    int8_stream_examples: test images streamed through the int8 model (0 = all).
+    latency_runs: timed LiteRT invokes per model (the median is reported).
+    """
+
+    micro_examples: int = 32
+    float_stream_examples: int = 4
+    int8_stream_examples: int = 1000
+    latency_runs: int = 200
+    verbose: bool = True
+
+
+def _accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(np.argmax(outputs, axis=-1) == labels))
+
+
+def _io(spec: tflite.TensorSpec) -> dict:
+    return {"shape": list(spec.shape), "dtype": spec.dtype, "scale": spec.scale, "zero_point": spec.zero_point}
+
+
+def feed_instructions(spec: tflite.TensorSpec) -> str:
+    """How a board turns a uint8 camera pixel into the model's int8 input, in one line."""
+    if spec.scale == 1.0 and spec.zero_point == -128:
+        return "int8 = pixel - 128 (equivalently (int8_t)(pixel ^ 0x80)); rows top to bottom, RGB interleaved"
+    return (f"int8 = clamp(round(pixel / {spec.scale:.9g}) + {spec.zero_point}, -128, 127); "
+            "rows top to bottom, RGB interleaved")
+
+
+def _verify_micro(int8_model: bytes, pixels: np.ndarray, expected: np.ndarray, default: tflite.LiteRT) -> dict:
+    """TFLite Micro's outputs against LiteRT's reference kernels (`expected`) and its default kernels."""
+    inputs = tflite.quantize_pixels(pixels, default.input)
+    tflm = micro.run_micro(int8_model, inputs)
+    optimised = np.stack([default.invoke(x) for x in inputs])
+    return {
+        "examples": len(inputs),
+        "bit_exact_with_litert_reference": bool(np.array_equal(tflm, expected)),
+        "differing_values": int(np.sum(tflm != expected)),
+        "differing_values_litert_default_kernels": int(np.sum(tflm != optimised)),
+    }
+
+
+def _stream_float(student: keras.Model, pixels: np.ndarray, splits: data.Splits, line_buffers: bool) -> dict:
+    """Stream normalised images through the float student and compare with its full-frame logits."""
+    images = keras.ops.convert_to_numpy(data.normalize(pixels, splits.mean, splits.std))
+    expected = tflite.keras_logits(student, pixels, splits.mean, splits.std)
+    stages = streaming.keras_stages(student, line_buffers)
+    results = [streaming.stream(stages, image) for image in images]
+    return {
+        "images": len(results),
+        "max_abs_logit_diff": float(max(np.max(np.abs(r.logits - e)) for r, e in zip(results, expected))),
+        "peak_bytes": results[0].peak_bytes,
+        "frame_peak_bytes": results[0].frame_peak_bytes,
+        "line_buffer_rows": results[0].line_buffer_rows,
+    }
+
+
+def _stream_int8(int8_model: bytes, pixels: np.ndarray, expected: np.ndarray, line_buffers: bool,
+                 verbose: bool) -> dict:
+    """Stream images through the int8 model and compare with its full-frame outputs (`expected`)."""
+    streamer = streaming.Int8Streamer(int8_model, line_buffers)
+    progress = keras.utils.Progbar(len(pixels), unit_name="image") if verbose else None
+    results = []
+    for index, image in enumerate(pixels):
+        results.append(streamer(image))
+        if progress:
+            progress.update(index + 1)
+    logits = np.stack([r.logits for r in results])
+    return {
+        "images": len(results),
+        "bit_exact_images": int(np.sum(np.all(logits == expected, axis=1))),
+        "prediction_agreement": float(np.mean(np.argmax(logits, 1) == np.argmax(expected, 1))),
+        "peak_bytes": results[0].peak_bytes,
+        "frame_peak_bytes": results[0].frame_peak_bytes,
+        "line_buffer_rows": results[0].line_buffer_rows,
+    }
+
+
+def _streaming(student, int8_model, splits, int8_out: np.ndarray, options: ExportOptions) -> dict:
+    """Row-stream test images (float and int8); a teacher is streamed with line buffers and marked refused."""
+    refusal = streaming.not_on_the_fly_reason(student)
+    on_the_fly = refusal is None
+    count = options.int8_stream_examples or len(splits.test_images)
+    section: dict = {"on_the_fly": on_the_fly}
+    if not on_the_fly:
+        section["refused"] = refusal
+        logging.warning("%s is not on-the-fly; measuring it with N-row line buffers instead.", student.name)
+    section["float"] = _stream_float(student, splits.test_images[:options.float_stream_examples], splits,
+                                     line_buffers=not on_the_fly)
+    logging.info("Streaming %d test images row by row through the int8 model.", min(count, len(splits.test_images)))
+    section["int8"] = _stream_int8(int8_model, splits.test_images[:count], int8_out[:count], not on_the_fly,
+                                   options.verbose)
+    return section
+
+
+def export_student(student: keras.Model, splits: data.Splits, out_dir: str | Path, calibration_pixels: np.ndarray,
+                   source: str = "", options: ExportOptions = ExportOptions()) -> dict:
+    """Convert, verify and package one PMKD model; write everything into `out_dir` and return the report.
+
+    `calibration_pixels` are uint8 training images for int8 calibration;
+    `splits.test_images` are used only for measuring.
+    """
+    tflite.validate_pmkd(student)
+    if not len(splits.test_images):
+        raise ExportError("No test images to verify the export on: pass --test_examples > 0.")
+    image_shape, classes = tuple(student.inputs[0].shape[1:]), student.output["logits"].shape[-1]
+    if tuple(splits.test_images.shape[1:]) != image_shape or classes != splits.num_classes:
+        raise ExportError(f"{student.name} takes {image_shape} images into {classes} classes, but {splits.name} has "
+                          f"{tuple(splits.test_images.shape[1:])} images of {splits.num_classes} classes; pass the "
+                          "--dataset the student was trained on.")
+    out_dir = Path(out_dir).expanduser()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    deploy = tflite.deployable(student, splits.mean, splits.std)
+    logging.info("Converting %s to float and int8 TFLite (%d calibration images).", student.name,
+                 len(calibration_pixels))
+    float_model = tflite.convert_float(deploy)
+    int8_model = tflite.convert_int8(deploy, calibration_pixels)
+    ops = micro.check_micro_ops(int8_model)
+    (out_dir / "model_float.tflite").write_bytes(float_model)
+    (out_dir / "model_int8.tflite").write_bytes(int8_model)
+
+    logging.info("Evaluating Keras float, TFLite float and TFLite int8 on %d test images.", len(splits.test_images))
+    images, labels = splits.test_images, splits.test_labels
+    keras_out = tflite.keras_logits(student, images, splits.mean, splits.std)
+    float_out = tflite.LiteRT(float_model).outputs(images, options.verbose)
+    default = tflite.LiteRT(int8_model)
+    int8_out = tflite.LiteRT(int8_model, "reference").outputs(images, options.verbose)
+    keras_accuracy, int8_accuracy = _accuracy(keras_out, labels), _accuracy(int8_out, labels)
+    int8_logits = (int8_out.astype(np.float32) - default.output.zero_point) * default.output.scale
+
+    logging.info("Running TFLite Micro and measuring its arena.")
+    micro_check = _verify_micro(int8_model, images[:options.micro_examples], int8_out[:options.micro_examples],
+                                default)
+    arena = micro.measure_arena(int8_model)
+    report = {
+        "model": source or student.name,
+        "name": student.name,
+        "dataset": splits.name,
+        "parameters": int(student.count_params()),
+        "macs": tflite.count_macs(student),
+        "flash_bytes": {"int8": len(int8_model), "float": len(float_model)},
+        "arena_bytes": {"measured": arena.minimum, "recorded_by_tflm": arena.recorded, "board": arena.board},
+        "accuracy": {
+            "test_examples": int(len(labels)),
+            "keras_float": keras_accuracy,
+            "tflite_float": _accuracy(float_out, labels),
+            "tflite_int8": int8_accuracy,
+            "int8_drop_points": 100.0 * (keras_accuracy - int8_accuracy),
+            "int8_float_agreement": float(np.mean(np.argmax(int8_out, 1) == np.argmax(keras_out, 1))),
+            "int8_logit_mean_abs_error": float(np.mean(np.abs(int8_logits - keras_out))),
+            "float_logit_std": float(np.std(keras_out)),
+            "int8_kernels": "LiteRT reference kernels (the arithmetic TFLite Micro runs, checked bit-exact)",
+        },
+        "micro": micro_check,
+        "ops": list(ops),
+        "op_resolver": micro.resolver_lines(ops),
+        "input": {**_io(default.input), "feed": feed_instructions(default.input)},
+        "output": _io(default.output),
+        "latency_ms": {
+            "int8": default.latency_ms(options.latency_runs),
+            "float": tflite.LiteRT(float_model).latency_ms(options.latency_runs),
+            "runs": options.latency_runs, "threads": 1, "kernels": "LiteRT default (XNNPACK)",
+        },
+    }
+    report["streaming"] = _streaming(student, int8_model, splits, int8_out, options)
+    report["streaming"]["tflm_arena_bytes"] = arena.minimum
+    board = carray.BoardInfo(
+        source=Path(source).name if source else student.name, input_shape=tuple(default.input.shape[1:]),
+        input_scale=default.input.scale, input_zero_point=default.input.zero_point,
+        output_scale=default.output.scale, output_zero_point=default.output.zero_point,
+        class_names=tuple(splits.class_names), arena_bytes=arena.board, measured_arena_bytes=arena.minimum)
+    carray.write_board_files(out_dir, int8_model, board, ops)
+    report["files"] = [str(out_dir / name) for name in FILES]
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out_dir / "summary.txt").write_text(summary(report))
+    return report
+
+
+def _kib(value: int) -> str:
+    return f"{value:,} B ({value / 1024:.1f} KiB)"
+
+
+def summary(report: dict) -> str:
+    """The report as a short human-readable text (also written as summary.txt)."""
+    acc, mic, lat, st = report["accuracy"], report["micro"], report["latency_ms"], report["streaming"]
+    io = report["input"]
+    lines = [
+        f"PMKD export of {report['model']} ({report['name']}, {report['dataset']})",
+        f"  parameters        {report['parameters']:,}",
+        f"  MACs / image      {report['macs']:,}",
+        f"  flash (int8)      {_kib(report['flash_bytes']['int8'])}   float: {_kib(report['flash_bytes']['float'])}",
+        f"  TFLM arena        {_kib(report['arena_bytes']['measured'])} measured; "
+        f"kTensorArenaSize = {report['arena_bytes']['board']}",
+        f"  accuracy          Keras float {100 * acc['keras_float']:.2f}%  "
+        f"TFLite float {100 * acc['tflite_float']:.2f}%  int8 {100 * acc['tflite_int8']:.2f}% (TFLM arithmetic) "
+        f"on {acc['test_examples']} test images",
+        f"  int8 vs float     drop {acc['int8_drop_points']:+.2f} points, "
+        f"{100 * acc['int8_float_agreement']:.1f}% same top-1, mean |logit error| "
+        f"{acc['int8_logit_mean_abs_error']:.3f} (float logit std {acc['float_logit_std']:.3f})",
+        f"  TFLM vs LiteRT    {'bit-exact' if mic['bit_exact_with_litert_reference'] else 'DIFFERENT'} on "
+        f"{mic['examples']} images (reference kernels; {mic['differing_values_litert_default_kernels']} values "
+        "differ from LiteRT's optimised kernels)",
+        f"  latency (LiteRT)  int8 {lat['int8']:.3f} ms  float {lat['float']:.3f} ms  "
+        f"(1 thread, median of {lat['runs']})",
+        f"  input             {io['dtype']} {io['shape']}, scale {io['scale']:.9g}, zero point {io['zero_point']}: "
+        f"{io['feed']}",
+        f"  TFLM ops          {', '.join(report['ops'])}",
+    ]
+    if not st["on_the_fly"]:
+        lines.append(f"  streaming         refused: {st.get('refused', 'not on-the-fly')}")
+    mode = "row streaming" if st["on_the_fly"] else "line-buffered streaming"
+    fl, i8 = st["float"], st["int8"]
+    lines += [
+        f"  {mode:<17} float: max |logit diff| {fl['max_abs_logit_diff']:.2e} over {fl['images']} images; "
+        f"int8: {i8['bit_exact_images']}/{i8['images']} images bit-exact, "
+        f"{100 * i8['prediction_agreement']:.2f}% same prediction",
+        f"  activation memory int8 {mode} {_kib(i8['peak_bytes'])} vs full frame {_kib(i8['frame_peak_bytes'])} "
+        f"vs TFLM arena {_kib(st['tflm_arena_bytes'])}; line buffer {i8['line_buffer_rows']} rows",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,727 @@
+"""Row-streaming (on-the-fly) inference: run a student one image row at a time.
+
+This is the point of a 1xN student. Every conv after the stem has kernel
+height 1, so output row r of a layer depends on one input row (row r, or row
+2r after a vertical stride of 2), and the whole network can run as rows
+arrive from a camera, holding no frame buffer:
+
+* the NxN stem keeps an N-row line buffer (zero rows above and below);
+* every later layer turns one input row into one output row; a vertically
+  strided layer simply keeps every other row; a 2x2 max-pool keeps 2 rows;
+* global average pooling keeps a running per-channel sum;
+* the classifier runs once, after the last row.
+
+The executor is one graph walker over "stages" (one per layer or TFLite
+op). It pushes each camera row depth-first through the graph and counts the
+bytes of every row, line buffer, queue and accumulator it holds at any
+moment, so the reported peak is what a line-by-line runtime must hold. The
+same stages also give the full-frame peak (whole tensors, same liveness
+rule) for comparison.
+
+Two front ends build the stages:
+
+* `keras_stages`: the float Keras student, each layer run on row slices
+  with its own weights (equal to the full-frame model to float rounding);
+* `Int8Streamer`: the int8 `.tflite`, each op cut out as a one-op model with
+  the same quantisation and run by LiteRT's reference kernels (which TFLite
+  Micro matches bit for bit) on row strips (a conv's "same" padding is
+  done here with the input zero point, which is what the kernel's padding
+  means). Only the global average pool's final requantisation is emulated,
+  from the op's own parameters, in the kernel's integer arithmetic; the
+  result is bit-exact with the full-frame int8 model.
+
+A model whose intermediate layers are NxN (a teacher) is refused: each of
+its layers would need an N-row line buffer. `line_buffers=True` streams it
+anyway, with those buffers, to measure exactly that cost.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+
+import keras
+import numpy as np
+from ai_edge_litert import interpreter as litert
+from ai_edge_litert import schema_py_generated as schema
+from ai_edge_litert.tools import flatbuffer_utils
+
+from pmkd_tf.export.errors import StreamingError
+from pmkd_tf.export.tflite import TensorSpec, quantize_pixels
+from pmkd_tf.models import check_on_the_fly
+
+IMAGE = -1
+WINDOW, MEAN, COLLECT = "window", "mean", "collect"
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One layer as the row executor runs it.
+
+    kind:
+      "window": output row r is `compute(rows)` of the input rows
+        `r * stride - pad_top + [0, window)` (rows outside the input are
+        `pad_row`); with several inputs (Add), `window` is 1 and row r of
+        every input is passed. A non-spatial tensor (after pooling) is one
+        row of height 1.
+      "mean": the input rows are summed into one `acc_dtype` accumulator;
+        `compute([sum])` gives the output after the last row.
+      "collect": the rows are stacked and `compute([frame])` runs once
+        (Flatten before a classifier; its map is 1x1 in the zoo).
+    `frame_bytes` is the size of the whole output tensor, for the full-frame
+    comparison.
+    """
+
+    name: str
+    inputs: tuple[int, ...]
+    kind: str
+    in_height: int
+    out_height: int
+    compute: Callable[[list[np.ndarray]], np.ndarray]
+    frame_bytes: int
+    window: int = 1
+    stride: int = 1
+    pad_top: int = 0
+    pad_row: np.ndarray | None = None
+    acc_dtype: str = "float32"
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamResult:
+    """The output of one streamed image and the memory streaming needed.
+
+    `peak_bytes` is the largest total of activation bytes the executor held
+    at once (rows in flight, line buffers, queues, accumulators);
+    `frame_peak_bytes` is the same count for layer-by-layer full-frame
+    execution; `line_buffer_rows` is the largest number of input rows any
+    one stage kept.
+    """
+
+    logits: np.ndarray
+    peak_bytes: int
+    frame_peak_bytes: int
+    line_buffer_rows: int
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
+    """(output size, padding before, padding after) of TF "same" padding: the extra pixel goes after."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return out, total // 2, total - total // 2
+
+
+class _Ledger:
+    """The activation bytes held at each moment and their peak; an array held twice counts once."""
+
+    def __init__(self) -> None:
+        self._held: dict[int, list] = {}
+        self.bytes = 0
+        self.peak = 0
+
+    def hold(self, array: np.ndarray) -> None:
+        entry = self._held.get(id(array))
+        if entry is not None:
+            entry[1] += 1
+            return
+        self._held[id(array)] = [array, 1]
+        self.bytes += array.nbytes
+        self.peak = max(self.peak, self.bytes)
+
+    def release(self, array: np.ndarray) -> None:
+        entry = self._held[id(array)]
+        entry[1] -= 1
+        if not entry[1]:
+            del self._held[id(array)]
+            self.bytes -= array.nbytes
+
+
+class _Run:
+    """One image pushed row by row through the stages, depth-first.
+
+    Work is a stack rather than recursion (a ResNet-50 is ~200 stages deep):
+    a "deliver" item hands one row to one consumer; a "resume" item lets a
+    stage that has several output rows ready (the bottom padding of a line
+    buffer) emit the next one only after the previous one has travelled all
+    the way down, so every edge sees its rows in order.
+    """
+
+    def __init__(self, stages: Sequence[Stage]) -> None:
+        self.stages = stages
+        self.consumers: dict[int, list[tuple[int, int]]] = {IMAGE: []}
+        for index, stage in enumerate(stages):
+            self.consumers[index] = []
+            for slot, producer in enumerate(stage.inputs):
+                self.consumers[producer].append((index, slot))
+        self.ledger = _Ledger()
+        self.kept: dict[int, dict[int, np.ndarray]] = {i: {} for i in range(len(stages))}
+        self.queues: dict[int, list[list[np.ndarray]]] = {i: [[] for _ in s.inputs] for i, s in enumerate(stages)}
+        self.next_row = [0] * len(stages)
+        self.sums: dict[int, np.ndarray] = {}
+        self.work: list[tuple] = []
+        self.max_kept = 0
+        self.outputs: list[np.ndarray] = []
+
+    def image(self, rows: np.ndarray) -> np.ndarray:
+        for index, row in enumerate(rows):
+            self._emit(IMAGE, index, np.array(row))
+            while self.work:
+                item = self.work.pop()
+                if item[0] == "resume":
+                    self._advance(item[1], item[2])
+                else:
+                    _, consumer, slot, row_index, delivered = item
+                    self._deliver(consumer, slot, row_index, delivered)
+                    self.ledger.release(delivered)
+        if len(self.outputs) != 1:
+            raise StreamingError(f"The streamed graph produced {len(self.outputs)} outputs instead of one logits row.")
+        return self.outputs[0]
+
+    def _emit(self, index: int, row_index: int, row: np.ndarray) -> None:
+        if index == len(self.stages) - 1:
+            self.outputs.append(row)
+        for consumer, slot in reversed(self.consumers[index]):
+            self.ledger.hold(row)
+            self.work.append(("deliver", consumer, slot, row_index, row))
+
+    def _finish(self, index: int, row_index: int, output: np.ndarray, used: list[np.ndarray]) -> None:
+        """Release the inputs an output no longer needs (after it exists: both were held together) and emit it."""
+        self.ledger.hold(output)
+        for array in used:
+            self.ledger.release(array)
+        self._emit(index, row_index, output)
+        self.ledger.release(output)
+
+    def _deliver(self, index: int, slot: int, row_index: int, row: np.ndarray) -> None:
+        stage = self.stages[index]
+        if stage.kind == MEAN:
+            self._mean(index, stage, row)
+        elif stage.kind == COLLECT:
+            self._collect(index, stage, row_index, row)
+        elif len(stage.inputs) > 1:
+            self._join(index, stage, slot, row)
+        else:
+            self._keep(index, stage, row_index, row)
+            self._advance(index, row_index)
+
+    def _keep(self, index: int, stage: Stage, row_index: int, row: np.ndarray) -> None:
+        """Store an input row if a future output row reads it (a stride-2 layer never stores odd rows)."""
+        first = max(self.next_row[index], -(-(row_index + stage.pad_top - stage.window + 1) // stage.stride))
+        last = min(stage.out_height - 1, (row_index + stage.pad_top) // stage.stride)
+        if first <= last:
+            self.kept[index][row_index] = row
+            self.ledger.hold(row)
+            self.max_kept = max(self.max_kept, len(self.kept[index]))
+
+    def _advance(self, index: int, newest: int) -> None:
+        """Emit the next output row of a window stage if input rows up to `newest` complete it."""
+        stage, kept = self.stages[index], self.kept[index]
+        out_row = self.next_row[index]
+        start = out_row * stage.stride - stage.pad_top
+        if out_row >= stage.out_height or min(start + stage.window - 1, stage.in_height - 1) > newest:
+            return
+        strip = [kept[j] if 0 <= j < stage.in_height else stage.pad_row for j in range(start, start + stage.window)]
+        output = stage.compute(strip)
+        self.next_row[index] += 1
+        stale = [kept.pop(j) for j in sorted(kept) if j < start + stage.stride]
+        self.work.append(("resume", index, newest))
+        self._finish(index, out_row, output, stale)
+
+    def _join(self, index: int, stage: Stage, slot: int, row: np.ndarray) -> None:
+        queues = self.queues[index]
+        queues[slot].append(row)
+        self.ledger.hold(row)
+        if all(queues):
+            rows = [queue.pop(0) for queue in queues]
+            out_row = self.next_row[index]
+            self.next_row[index] += 1
+            self._finish(index, out_row, stage.compute(rows), rows)
+
+    def _mean(self, index: int, stage: Stage, row: np.ndarray) -> None:
+        if index not in self.sums:
+            self.sums[index] = np.zeros(row.shape[-1], stage.acc_dtype)
+            self.ledger.hold(self.sums[index])
+        total = self.sums[index]
+        total += row.reshape(-1, row.shape[-1]).sum(axis=0, dtype=stage.acc_dtype)
+        self.next_row[index] += 1
+        if self.next_row[index] == stage.in_height:
+            self._finish(index, 0, stage.compute([total]), [self.sums.pop(index)])
+
+    def _collect(self, index: int, stage: Stage, row_index: int, row: np.ndarray) -> None:
+        kept = self.kept[index]
+        kept[row_index] = row
+        self.ledger.hold(row)
+        self.max_kept = max(self.max_kept, len(kept))
+        if len(kept) == stage.in_height:
+            rows = [kept.pop(j) for j in sorted(kept)]
+            self._finish(index, 0, stage.compute([np.stack(rows)]), rows)
+
+
+def frame_peak_bytes(stages: Sequence[Stage], image_bytes: int) -> int:
+    """Peak activation bytes of running the stages one whole tensor at a time, in order.
+
+    The same rule as the streaming count: a tensor lives from its producer
+    until its last consumer has run, and a stage's inputs and output are
+    alive together.
+    """
+    last_use = {}
+    for index, stage in enumerate(stages):
+        for producer in stage.inputs:
+            last_use[producer] = index
+    live = {IMAGE: image_bytes}
+    peak = 0
+    for index, stage in enumerate(stages):
+        peak = max(peak, sum(live.values()) + stage.frame_bytes)
+        live[index] = stage.frame_bytes
+        for producer in set(stage.inputs):
+            if last_use[producer] == index:
+                del live[producer]
+    return peak
+
+
+def stream(stages: Sequence[Stage], image: np.ndarray) -> StreamResult:
+    """Feed `image` (H, W, C) one row at a time through `stages`; return the logits and the memory held."""
+    run = _Run(stages)
+    logits = run.image(image)
+    return StreamResult(
+        logits=logits,
+        peak_bytes=run.ledger.peak,
+        frame_peak_bytes=frame_peak_bytes(stages, image.nbytes),
+        line_buffer_rows=run.max_kept,
+    )
+
+
+# --- The float Keras front end -------------------------------------------------------------------------
+
+ELEMENTWISE_LAYERS = (
+    keras.layers.BatchNormalization, keras.layers.ReLU, keras.layers.Activation, keras.layers.LeakyReLU,
+    keras.layers.Add, keras.layers.Subtract, keras.layers.Multiply, keras.layers.Average, keras.layers.Maximum,
+    keras.layers.Minimum, keras.layers.Rescaling, keras.layers.Normalization, keras.layers.Dropout,
+    keras.layers.Identity,
+)
+POOL_LAYERS = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
+
+
+def _logits_tensor(model: keras.Model):
+    """The tensor to stream to: a PMKD model's "logits" (its feature taps serve distillation only)."""
+    output = model.output
+    if isinstance(output, dict):
+        if "logits" not in output:
+            raise StreamingError(f"{model.name} has no 'logits' output; stream a PMKD student or a logits model.")
+        return output["logits"]
+    if isinstance(output, (list, tuple)):
+        raise StreamingError(f"{model.name} has {len(output)} outputs; stream a model with one logits output.")
+    return output
+
+
+def _tensors(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _graph(model: keras.Model) -> tuple[list[keras.layers.Layer], dict[int, keras.layers.Layer]]:
+    """The layers the logits depend on, inputs first, and the producing layer of each tensor (by id)."""
+    producer = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            raise StreamingError(f"{model.name} nests model {layer.name!r}; stream the student itself, not a wrapper.")
+        for tensor in _tensors(layer.output):
+            producer[id(tensor)] = layer
+    order: list[keras.layers.Layer] = []
+    seen: set[int] = set()
+    stack = [(_logits_tensor(model), False)]
+    while stack:
+        tensor, expanded = stack.pop()
+        layer = producer[id(tensor)]
+        if expanded:
+            if id(layer) not in seen:
+                seen.add(id(layer))
+                order.append(layer)
+            continue
+        if id(layer) in seen:
+            continue
+        stack.append((tensor, True))
+        if not isinstance(layer, keras.layers.InputLayer):
+            stack.extend((parent, False) for parent in reversed(_tensors(layer.input)))
+    return order, producer
+
+
+def _call(layer: keras.layers.Layer, rows: list[np.ndarray], spatial: bool) -> np.ndarray:
+    """Run a layer on rows given without batch (and row) axes, the way it runs on a frame."""
+    batched = [row[None, None] if spatial else row[None] for row in rows]
+    out = layer(batched if len(batched) > 1 else batched[0], training=False)
+    out = keras.ops.convert_to_numpy(out)
+    return out[0, 0] if spatial else out[0]
+
+
+def _conv_row(layer: keras.layers.Conv2D, left: int, right: int) -> Callable[[list[np.ndarray]], np.ndarray]:
+    """One output row of a conv from its `kernel height` input rows (horizontal "same" padding done here)."""
+
+    def compute(strip: list[np.ndarray]) -> np.ndarray:
+        x = np.pad(np.stack(strip)[None], ((0, 0), (0, 0), (left, right), (0, 0)))
+        y = keras.ops.conv(x, layer.kernel, strides=(1, layer.strides[1]), padding="valid")
+        if layer.use_bias:
+            y = y + layer.bias
+        return keras.ops.convert_to_numpy(layer.activation(y))[0, 0]
+
+    return compute
+
+
+def _conv_stage(layer, inputs, in_shape, out_shape) -> Stage:
+    """A Conv2D as a window of `kernel height` rows, with TF's "same" padding split into rows and columns."""
+    if layer.data_format != "channels_last" or tuple(layer.dilation_rate) != (1, 1) or layer.groups != 1:
+        raise StreamingError(f"Conv {layer.name!r}: only channels_last, undilated, ungrouped convs stream.")
+    (kh, kw), (sh, sw) = layer.kernel_size, layer.strides
+    height, width, channels = in_shape[1:]
+    if layer.padding == "same":
+        _, top, _ = same_padding(height, kh, sh)
+        _, left, right = same_padding(width, kw, sw)
+    else:
+        top = left = right = 0
+    return Stage(layer.name, inputs, WINDOW, height, out_shape[1], _conv_row(layer, left, right),
+                 _frame_bytes(out_shape, 4), window=kh, stride=sh, pad_top=top,
+                 pad_row=np.zeros((width, channels), np.float32))
+
+
+def _frame_bytes(shape, itemsize: int) -> int:
+    """Bytes of a whole tensor of `shape` (batch axis dropped)."""
+    return int(np.prod(shape[1:])) * itemsize
+
+
+def _keras_stage(layer, inputs: tuple[int, ...], in_shape, out_shape) -> Stage:
+    """The stage of one Keras layer; layers whose row r needs more than a fixed window of rows are refused."""
+    spatial = len(in_shape) == 4
+    height = in_shape[1] if spatial else 1
+    frame = _frame_bytes(out_shape, 4)
+    if type(layer) is keras.layers.Conv2D:
+        return _conv_stage(layer, inputs, in_shape, out_shape)
+    if isinstance(layer, POOL_LAYERS):
+        if layer.padding != "valid" or layer.data_format != "channels_last":
+            raise StreamingError(f"Pooling {layer.name!r}: only channels_last 'valid' pooling streams.")
+        return Stage(layer.name, inputs, WINDOW, height, out_shape[1],
+                     lambda strip: _call(layer, [np.stack(strip)], spatial=False)[0], frame,  # strip has the row axis
+                     window=layer.pool_size[0], stride=layer.strides[0])
+    if isinstance(layer, keras.layers.GlobalAveragePooling2D):
+        if layer.keepdims or layer.data_format != "channels_last":
+            raise StreamingError(f"Pooling {layer.name!r}: only channels_last keepdims=False streams.")
+        count = in_shape[1] * in_shape[2]
+        return Stage(layer.name, inputs, MEAN, height, 1, lambda acc: acc[0] / np.float32(count), frame)
+    if isinstance(layer, keras.layers.Flatten):
+        if not spatial:
+            return Stage(layer.name, inputs, WINDOW, 1, 1, lambda rows: rows[0].reshape(-1), frame)
+        return Stage(layer.name, inputs, COLLECT, height, 1, lambda frames: frames[0].reshape(-1), frame)
+    if isinstance(layer, (keras.layers.Dense, *ELEMENTWISE_LAYERS)):
+        if not spatial:
+            return Stage(layer.name, inputs, WINDOW, 1, 1, lambda rows: _call(layer, rows, spatial=False), frame)
+        if isinstance(layer, keras.layers.Dense):
+            raise StreamingError(f"Dense {layer.name!r} on a spatial map: put a pooling or Flatten before it.")
+        axes = getattr(layer, "axis", -1)
+        if any(axis not in (-1, 3) for axis in (axes if isinstance(axes, (list, tuple)) else [axes])):
+            raise StreamingError(f"{layer.name!r} normalises over axis {axes}; only the channel axis streams.")
+        return Stage(layer.name, inputs, WINDOW, height, out_shape[1],
+                     lambda rows: _call(layer, rows, spatial=True), frame)
+    raise StreamingError(f"Layer {layer.name!r} ({type(layer).__name__}) cannot run row by row.")
+
+
+def not_on_the_fly_reason(model: keras.Model) -> str | None:
+    """Why `model` cannot stream without line buffers (NxN convs after the stem), or None if it can."""
+    report = check_on_the_fly(model)
+    if report.on_the_fly:
+        return None
+    shown = ", ".join(report.offending_layers[:3]) + (", ..." if len(report.offending_layers) > 3 else "")
+    return (f"{model.name} is not an on-the-fly model: {len(report.offending_layers)} conv(s) after the stem "
+            f"have kernel height > 1 ({shown}), so each would need a line buffer; stream the 1xN student "
+            "(or pass line_buffers=True to measure that cost).")
+
+
+def keras_stages(model: keras.Model, line_buffers: bool = False) -> list[Stage]:
+    """The stages of a float Keras model (a PMKD student, or any model of the zoo's layer types).
+
+    Raises `StreamingError` for a model with NxN layers after the stem unless
+    `line_buffers` is set, in which case each such layer keeps its N-row
+    line buffer (for measuring what a teacher would need).
+    """
+    reason = not_on_the_fly_reason(model)
+    if reason and not line_buffers:
+        raise StreamingError(reason)
+    layers, producer = _graph(model)
+    index_of: dict[int, int] = {}
+    stages: list[Stage] = []
+    for layer in layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            if len(layer.output.shape) != 4:
+                raise StreamingError(f"{model.name} takes {layer.output.shape} inputs; only (H, W, C) images stream.")
+            index_of[id(layer)] = IMAGE
+            continue
+        parents = _tensors(layer.input)
+        inputs = tuple(index_of[id(producer[id(parent)])] for parent in parents)
+        stages.append(_keras_stage(layer, inputs, tuple(parents[0].shape), tuple(layer.output.shape)))
+        index_of[id(layer)] = len(stages) - 1
+    return stages
+
+
+def stream_keras(model: keras.Model, image: np.ndarray, line_buffers: bool = False) -> StreamResult:
+    """Stream one normalised float image (H, W, C) through a Keras student; see `keras_stages`."""
+    return stream(keras_stages(model, line_buffers), np.asarray(image, np.float32))
+
+
+# --- The int8 TFLite front end -------------------------------------------------------------------------
+
+_OP_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+ELEMENTWISE_OPS = {
+    "ADD", "SUB", "MUL", "MAXIMUM", "MINIMUM", "QUANTIZE", "DEQUANTIZE", "RELU", "RELU6", "RELU_N1_TO_1",
+    "LEAKY_RELU", "LOGISTIC", "TANH", "HARD_SWISH", "SQUARED_DIFFERENCE",
+}
+CONV_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D"}
+POOL_OPS = {"MAX_POOL_2D", "AVERAGE_POOL_2D"}
+FLATTEN_OPS = {"RESHAPE", "SQUEEZE"}
+_DTYPES = {schema.TensorType.INT8: np.int8, schema.TensorType.INT32: np.int32,
+           schema.TensorType.FLOAT32: np.float32, schema.TensorType.UINT8: np.uint8,
+           schema.TensorType.INT16: np.int16}
+
+
+def _quantisation(tensor) -> tuple[float, int]:
+    q = tensor.quantization
+    if q is None or q.scale is None or not len(q.scale):
+        return 0.0, 0
+    return float(q.scale[0]), int(q.zeroPoint[0])
+
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """TFLite's QuantizeMultiplier: `real` as a Q31 integer multiplier and a power-of-two shift."""
+    if real == 0:
+        return 0, 0
+    fraction, shift = math.frexp(real)
+    fixed = int(math.floor(abs(fraction) * (1 << 31) + 0.5)) * (1 if fraction >= 0 else -1)
+    if fixed == 1 << 31:
+        fixed, shift = fixed // 2, shift + 1
+    if shift < -31:
+        return 0, 0
+    return fixed, shift
+
+
+def multiply_by_quantized_multiplier(x: int, multiplier: int, shift: int) -> int:
+    """TFLite's MultiplyByQuantizedMultiplier (int32, double rounding): x * multiplier * 2^(shift - 31)."""
+    x *= 1 << max(shift, 0)
+    if x == multiplier == -(1 << 31):
+        high = (1 << 31) - 1
+    else:
+        product = x * multiplier
+        nudged = product + ((1 << 30) if product >= 0 else 1 - (1 << 30))
+        high = abs(nudged) >> 31 if nudged >= 0 else -(abs(nudged) >> 31)
+    exponent = max(-shift, 0)
+    mask = (1 << exponent) - 1
+    threshold = (mask >> 1) + (1 if high < 0 else 0)
+    return (high >> exponent) + (1 if (high & mask) > threshold else 0)
+
+
+def quantized_mean(total: np.ndarray, count: int, input_qp: tuple[float, int], output_qp: tuple[float, int],
+                   dtype=np.int8) -> np.ndarray:
+    """TFLite's int8 MEAN from the per-channel sums of the raw int8 inputs, in the kernel's integer arithmetic.
+
+    reference_ops::QuantizedMeanOrSum (what LiteRT's reference kernels and
+    TFLite Micro run): the multiplier of scale_in / scale_out is pre-divided
+    by the element count (after a left shift of up to 32 bits for
+    precision), then applied to sum - zp_in * count, plus zp_out, saturated.
+    """
+    multiplier, shift = quantize_multiplier(float(np.float32(input_qp[0])) / float(np.float32(output_qp[0])))
+    headroom = min(count.bit_length() - 1, 32, 31 + shift)
+    multiplier, shift = (multiplier << headroom) // count, shift - headroom
+    info = np.iinfo(dtype)
+    values = [multiply_by_quantized_multiplier(int(s) - input_qp[1] * count, multiplier, shift) + output_qp[1]
+              for s in total]
+    return np.clip(values, info.min, info.max).astype(dtype)
+
+
+class _OneOp:
+    """One op of the int8 model cut out as its own `.tflite`, with chosen activation shapes, run by LiteRT."""
+
+    def __init__(self, model, op, shapes: dict[int, list[int]], options=None) -> None:
+        graph = model.subgraphs[0]
+        tensors, buffers, remap = [], [schema.BufferT()], {}
+        for index in [*op.inputs, *op.outputs]:
+            if index < 0 or index in remap:
+                continue
+            tensor = copy.deepcopy(graph.tensors[index])
+            constant = model.buffers[tensor.buffer]
+            tensor.buffer = 0
+            if index in shapes:
+                tensor.shape, tensor.shapeSignature = list(shapes[index]), None
+            elif constant.data is not None and len(constant.data):
+                buffers.append(copy.deepcopy(constant))
+                tensor.buffer = len(buffers) - 1
+            remap[index] = len(tensors)
+            tensors.append(tensor)
+        one = copy.deepcopy(op)
+        one.opcodeIndex = 0
+        one.inputs = [remap[i] if i >= 0 else -1 for i in op.inputs]
+        one.outputs = [remap[i] for i in op.outputs]
+        if options is not None:
+            one.builtinOptions = options
+        subgraph = schema.SubGraphT()
+        subgraph.tensors, subgraph.operators = tensors, [one]
+        subgraph.inputs = [remap[i] for i in op.inputs if i in shapes]
+        subgraph.outputs = [remap[i] for i in op.outputs]
+        sub = schema.ModelT()
+        sub.version, sub.description = model.version, "one op of a row-streamed model"
+        sub.operatorCodes = [copy.deepcopy(model.operatorCodes[op.opcodeIndex])]
+        sub.subgraphs, sub.buffers = [subgraph], buffers
+        content = bytes(flatbuffer_utils.convert_object_to_bytearray(sub))
+        self.interpreter = litert.Interpreter(
+            model_content=content, num_threads=1,
+            experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF)
+        self.interpreter.allocate_tensors()
+        self.inputs = [d["index"] for d in self.interpreter.get_input_details()]
+        self.output = self.interpreter.get_output_details()[0]["index"]
+
+    def __call__(self, arrays: list[np.ndarray]) -> np.ndarray:
+        for index, array in zip(self.inputs, arrays):
+            self.interpreter.set_tensor(index, array)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output)
+
+
+class Int8Streamer:
+    """Row-streams images through an int8 `.tflite` (built once; call it per image).
+
+    The input is a uint8 camera image (H, W, C); each row is quantised with
+    the model's input scale and zero point as it arrives. The first conv is
+    the stem; a later conv with kernel height > 1 is refused unless
+    `line_buffers` is set (see `keras_stages`).
+    """
+
+    def __init__(self, tflite_model: bytes, line_buffers: bool = False) -> None:
+        self._line_buffers = line_buffers
+        self._convs = 0
+        model = flatbuffer_utils.read_model_from_bytearray(tflite_model)
+        if len(model.subgraphs) != 1:
+            raise StreamingError(f"The model has {len(model.subgraphs)} subgraphs; only single-graph models stream.")
+        self._model = model
+        graph = model.subgraphs[0]
+        if len(graph.inputs) != 1:
+            raise StreamingError(f"The model has {len(graph.inputs)} inputs; only one-image models stream.")
+        image = graph.inputs[0]
+        scale, zero_point = _quantisation(graph.tensors[image])
+        if graph.tensors[image].type != schema.TensorType.INT8:
+            raise StreamingError("Int8Streamer needs the int8 model (int8 input); stream float models with "
+                                 "stream_keras.")
+        self.input = TensorSpec(tuple(graph.tensors[image].shape), np.dtype(_DTYPES[graph.tensors[image].type]).name,
+                                scale, zero_point)
+        self._source = {image: IMAGE}
+        self._spatial = {image}
+        self.stages: list[Stage] = []
+        for op in graph.operators:
+            if len(op.outputs) != 1:
+                raise StreamingError(f"Op {self._name(op)} has {len(op.outputs)} outputs; only one-output ops stream.")
+            stage = self._stage(op)
+            self.stages.append(stage)
+            self._source[op.outputs[0]] = len(self.stages) - 1
+            if stage.kind == WINDOW and any(i in self._spatial for i in op.inputs):
+                self._spatial.add(op.outputs[0])
+        if graph.outputs[0] != graph.operators[-1].outputs[0]:
+            raise StreamingError("The model's output is not produced by its last op; re-export it.")
+
+    def _name(self, op) -> str:
+        code = self._model.operatorCodes[op.opcodeIndex]
+        return _OP_NAMES.get(flatbuffer_utils.get_builtin_code_from_operator_code(code), "CUSTOM")
+
+    def _tensor(self, index: int):
+        return self._model.subgraphs[0].tensors[index]
+
+    def _stage(self, op) -> Stage:
+        name = self._name(op)
+        activations = [i for i in op.inputs if i in self._source]
+        inputs = tuple(self._source[i] for i in activations)
+        out = self._tensor(op.outputs[0])
+        frame = int(np.prod(out.shape[1:])) * np.dtype(_DTYPES[out.type]).itemsize
+        if not any(i in self._spatial for i in activations):
+            one = _OneOp(self._model, op, {i: self._tensor(i).shape for i in activations})
+            return Stage(name, inputs, WINDOW, 1, 1, lambda arrays: one(arrays), frame)
+        if not all(i in self._spatial for i in activations):
+            raise StreamingError(f"Op {name} mixes row-streamed and whole tensors; it cannot stream.")
+        source = self._tensor(activations[0])
+        if name in CONV_OPS:
+            return self._conv(op, name, inputs, source, out, frame)
+        if name in POOL_OPS:
+            return self._pool(op, name, inputs, source, out, frame)
+        if name in ELEMENTWISE_OPS:
+            return self._elementwise(op, name, inputs, activations, out, frame)
+        if name == "MEAN":
+            return self._mean(op, name, inputs, source, out, frame)
+        if name in FLATTEN_OPS:
+            one = _OneOp(self._model, op, {activations[0]: source.shape})
+            return Stage(name, inputs, COLLECT, source.shape[1], 1, lambda frames: one([frames[0][None]]), frame)
+        raise StreamingError(f"Op {name} cannot run on row strips; only conv, pool, elementwise and mean ops stream.")
+
+    def _conv(self, op, name, inputs, source, out, frame) -> Stage:
+        options = copy.deepcopy(op.builtinOptions)
+        if options.dilationHFactor != 1 or options.dilationWFactor != 1:
+            raise StreamingError(f"{name}: dilated convolutions do not stream.")
+        _, height, width, channels = source.shape
+        filter_shape = self._tensor(op.inputs[1]).shape
+        kh, kw = filter_shape[1], filter_shape[2]
+        self._convs += 1
+        if kh > 1 and self._convs > 1 and not self._line_buffers:
+            raise StreamingError(
+                f"The int8 model is not on-the-fly: conv #{self._convs} ({name}) has kernel height {kh}, so it would "
+                "need a line buffer; export the 1xN student (or pass line_buffers=True to measure that cost).")
+        if options.padding == schema.Padding.SAME:
+            _, top, _ = same_padding(height, kh, options.strideH)
+            _, left, right = same_padding(width, kw, options.strideW)
+        else:
+            top = left = right = 0
+        options.padding = schema.Padding.VALID
+        zero_point = _quantisation(source)[1]
+        one = _OneOp(self._model, op, {op.inputs[0]: [1, kh, width + left + right, channels],
+                                       op.outputs[0]: [1, 1, out.shape[2], out.shape[3]]}, options)
+
+        def compute(strip: list[np.ndarray]) -> np.ndarray:
+            x = np.pad(np.stack(strip)[None], ((0, 0), (0, 0), (left, right), (0, 0)), constant_values=zero_point)
+            return one([x])[0, 0]
+
+        return Stage(name, inputs, WINDOW, height, out.shape[1], compute, frame, window=kh,
+                     stride=options.strideH, pad_top=top,
+                     pad_row=np.full((width, channels), zero_point, _DTYPES[source.type]))
+
+    def _pool(self, op, name, inputs, source, out, frame) -> Stage:
+        options = op.builtinOptions
+        if options.padding != schema.Padding.VALID:
+            raise StreamingError(f"{name}: only VALID pooling streams.")
+        _, height, width, channels = source.shape
+        one = _OneOp(self._model, op, {op.inputs[0]: [1, options.filterHeight, width, channels],
+                                       op.outputs[0]: [1, 1, out.shape[2], out.shape[3]]})
+        return Stage(name, inputs, WINDOW, height, out.shape[1], lambda strip: one([np.stack(strip)[None]])[0, 0],
+                     frame, window=options.filterHeight, stride=options.strideH)
+
+    def _elementwise(self, op, name, inputs, activations, out, frame) -> Stage:
+        heights = {self._tensor(i).shape[1] for i in activations}
+        for index in op.inputs:
+            constant = self._tensor(index).shape if index >= 0 and index not in self._source else []
+            if len(constant) == 4 and constant[1] != 1:
+                raise StreamingError(f"{name} takes a constant with {constant[1]} rows; it cannot stream.")
+        if len(heights) != 1:
+            raise StreamingError(f"{name} combines maps of different heights {sorted(heights)}; it cannot stream.")
+        shapes = {i: [1, 1, *self._tensor(i).shape[2:]] for i in activations}
+        shapes[op.outputs[0]] = [1, 1, *out.shape[2:]]
+        one = _OneOp(self._model, op, shapes)
+        return Stage(name, inputs, WINDOW, heights.pop(), out.shape[1],
+                     lambda rows: one([row[None, None] for row in rows])[0, 0], frame)
+
+    def _mean(self, op, name, inputs, source, out, frame) -> Stage:
+        raw = self._model.buffers[self._tensor(op.inputs[1]).buffer].data
+        axes = sorted(int(a) % 4 for a in np.asarray(raw, np.uint8).view("<i4"))
+        if axes != [1, 2]:
+            raise StreamingError(f"MEAN over axes {axes}: only the global average pool (axes 1, 2) streams.")
+        _, height, width, _ = source.shape
+        input_qp, output_qp = _quantisation(source), _quantisation(out)
+        shape, dtype = out.shape, _DTYPES[out.type]
+        return Stage(name, inputs, MEAN, height, 1,
+                     lambda acc: quantized_mean(acc[0], height * width, input_qp, output_qp, dtype).reshape(shape),
+                     frame, acc_dtype="int32")
+
+    def __call__(self, pixels: np.ndarray) -> StreamResult:
+        """Stream one uint8 image; the logits are the model's raw int8 output row."""
+        if tuple(pixels.shape) != self.input.shape[1:]:
+            raise StreamingError(f"Expected an image of shape {self.input.shape[1:]}, got {tuple(pixels.shape)}.")
+        result = stream(self.stages, quantize_pixels(pixels, self.input))
+        return dataclasses.replace(result, logits=result.logits.reshape(-1))
