@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import math
@@ -312,7 +313,9 @@ class Trainer:
                 self.result(needed)
         done = folder / "result.json"
         if not done.exists():
-            self._train(phase, folder)
+            with _phase_lock(folder):
+                if not done.exists():
+                    self._train(phase, folder)
         result = json.loads(done.read_text())
         if result.get("status") == "failed":
             raise TrainingDiverged(result["error"])
@@ -376,7 +379,7 @@ class Trainer:
             result = dict(self.result(final))
         except TrainingDiverged as error:
             return {"method": method, "seed": seed, "status": "failed", "error": str(error)}
-        phases = list(_chain(final))
+        phases = list(chain(final))
         results = [self.result(p) for p in phases]
         result.update(
             method=method, seed=seed,
@@ -387,7 +390,25 @@ class Trainer:
         return result
 
 
-def _chain(phase: Phase) -> Iterator[Phase]:
+@contextlib.contextmanager
+def _phase_lock(folder: Path) -> Iterator[None]:
+    """Let one process train a phase while others needing it wait, then reuse it.
+
+    Workers of a distributed search share an out_dir and all need the same
+    teacher first. The `flock` dies with its process, so a killed trainer
+    never leaves a stale lock; the next one resumes from its checkpoint.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logging.info("Waiting for another process to finish %s", folder.name)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def chain(phase: Phase) -> Iterator[Phase]:
     """A phase and every phase it depends on, each once, dependencies first."""
     seen: dict[str, Phase] = {}
 

@@ -1,0 +1,445 @@
+"""Keras Tuner search of the loss weights (rho, alpha, tau) on a held-out validation split.
+
+A trial is not one `model.fit` but a whole method pipeline (for `pmkd`:
+pacemaker, phase 2, phase 3), so `PipelineTuner` is a keras-tuner `BaseTuner`
+whose `run_trial` calls `pipeline.Trainer.run` and reports the final phase's
+top-1 on the validation split held out from train. The test set is never
+read by the search: each phase's result.json still records its test top-1,
+so that `experiments.run` can reuse the phase, but no tuner code looks at it.
+
+Phase folders are keyed by a hash of their config, so every phase a trial's
+hyperparameters do not reach (always the cross-entropy teacher) is trained
+once and reused by every trial, and `experiments.run --hparams_from=best.json`
+with the same settings (`best.json["run_command"]`) reuses the best trial's
+phases instead of training them again.
+
+The rest is keras-tuner's: its project directory makes a search resumable,
+and its chief/worker mode (KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP,
+KERASTUNER_ORACLE_PORT) runs trials in several processes that share one
+out_dir; the pipeline's per-phase lock makes them train each shared phase once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import shlex
+import socket
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import keras_tuner as kt
+from absl import logging
+from keras_tuner.engine.base_tuner import BaseTuner
+
+from pmkd_tf import data, pipeline
+from pmkd_tf.errors import UserError
+from pmkd_tf.losses import LossWeights
+
+TUNERS = ("bayesian", "random", "hyperband")
+TUNABLE = ("rho", "alpha", "temperature")
+OBJECTIVE = "val_accuracy"
+# keras-tuner's own environment variables for its chief/worker mode.
+ENV_TUNER_ID = "KERASTUNER_TUNER_ID"
+ENV_ORACLE_IP = "KERASTUNER_ORACLE_IP"
+ENV_ORACLE_PORT = "KERASTUNER_ORACLE_PORT"
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """Where one loss weight is sampled: uniformly, or log-uniformly when `log`."""
+
+    low: float
+    high: float
+    log: bool = False
+
+
+DEFAULT_RANGES: Mapping[str, Range] = {
+    "rho": Range(0.01, 5.0, log=True),  # the paper's hand-tuned span, sec. 4.3
+    "alpha": Range(0.5, 0.99),
+    "temperature": Range(1.0, 16.0, log=True),
+}
+
+
+def _digest(obj: object) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _write_json(path: Path, obj: object) -> None:
+    """Atomic, and safe when several workers write the same file at once (own temp name each)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def distributed_role() -> str:
+    """"standalone", or keras-tuner's "chief" (runs the oracle) / "worker" (runs trials), from the env."""
+    if ENV_ORACLE_IP not in os.environ:
+        return "standalone"
+    missing = [name for name in (ENV_ORACLE_PORT, ENV_TUNER_ID) if not os.environ.get(name)]
+    if missing:
+        raise UserError(f"{ENV_ORACLE_IP} is set but {' and '.join(missing)} not; set all three, e.g. "
+                        f"{ENV_TUNER_ID}=chief|tuner0|tuner1 and {ENV_ORACLE_PORT}=8000 (see docs/tuning.md).")
+    if not os.environ[ENV_ORACLE_PORT].isdigit():
+        raise UserError(f"{ENV_ORACLE_PORT} must be a port number, got {os.environ[ENV_ORACLE_PORT]!r}.")
+    # keras-tuner's own test: any tuner id containing "chief" runs the oracle.
+    return "chief" if "chief" in os.environ[ENV_TUNER_ID] else "worker"
+
+
+@dataclasses.dataclass(frozen=True)
+class Search:
+    """Everything that defines one search.
+
+    `exp` is the base experiment: `exp.recipe.epochs` is a trial's budget
+    (epochs of every phase it trains, i.e. `--trial_epochs`; for hyperband
+    the largest budget), and its rho/alpha/temperature are the values of the
+    weights that are not tuned.
+    """
+
+    exp: pipeline.Experiment
+    method: str = "pmkd"
+    tune: tuple[str, ...] = ("rho",)
+    ranges: Mapping[str, Range] = dataclasses.field(default_factory=lambda: dict(DEFAULT_RANGES))
+    tuner: str = "bayesian"
+    max_trials: int = 10
+    seeds: int = 1
+    search_seed: int = 1
+    hyperband_factor: int = 3
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ranges", {**DEFAULT_RANGES, **self.ranges})
+        if self.method not in pipeline.METHODS:
+            raise UserError(f"Unknown method {self.method!r}; valid methods: {', '.join(pipeline.METHODS)}.")
+        if self.tuner not in TUNERS:
+            raise UserError(f"Unknown tuner {self.tuner!r}; valid: {', '.join(TUNERS)}.")
+        for name in self.tune:
+            if name not in TUNABLE:
+                raise UserError(f"Cannot tune {name!r}; tunable: {', '.join(TUNABLE)}.")
+        if not self.tune or len(set(self.tune)) != len(self.tune):
+            raise UserError(f"--tune must name each of {', '.join(TUNABLE)} at most once, got {list(self.tune)}.")
+        useful = self.effective()
+        if not useful:
+            raise UserError(f"{self.method} trains with cross-entropy only: it has no loss weight to tune.")
+        for name in self.tune:
+            if name not in useful:
+                raise UserError(f"{name} has no effect on {self.method}'s loss; tune one of: {', '.join(useful)}.")
+            bounds = self.ranges[name]
+            if not bounds.low < bounds.high:
+                raise UserError(f"--{name}_range must be low,high with low < high, got {bounds.low},{bounds.high}.")
+            if bounds.log and bounds.low <= 0:
+                raise UserError(f"--{name}_range is sampled log-uniformly, so its low end must be > 0.")
+            LossWeights(**{name: bounds.low})
+            LossWeights(**{name: bounds.high})
+        if self.exp.validation_examples <= 0:
+            raise UserError("The objective is top-1 on a validation split held out from train: "
+                            "set --validation_examples > 0.")
+        if self.max_trials <= 0:
+            raise UserError(f"--max_trials must be > 0, got {self.max_trials}.")
+        if self.seeds <= 0:
+            raise UserError(f"--seeds must be > 0, got {self.seeds}.")
+        if self.tuner == "hyperband" and not 2 <= self.hyperband_factor <= self.exp.recipe.epochs:
+            raise UserError(f"hyperband needs 2 <= --hyperband_factor <= --trial_epochs to have budgets to "
+                            f"choose from, got factor {self.hyperband_factor}, {self.exp.recipe.epochs} epochs; "
+                            f"use more --trial_epochs or --tuner=random|bayesian.")
+        if self.tuner == "bayesian":
+            try:
+                import sklearn  # noqa: F401  keras-tuner's Gaussian process
+            except ImportError:
+                raise UserError("--tuner=bayesian needs scikit-learn (pip install scikit-learn); "
+                                "or use --tuner=random.") from None
+
+    @property
+    def family(self) -> str:
+        return pipeline.METHODS[self.method].family
+
+    def effective(self) -> tuple[str, ...]:
+        """The loss weights the method's loss actually uses (`Experiment.weights` zeroes the others)."""
+        probe = dataclasses.replace(self.exp, rho=1.0, alpha=0.5).weights(self.family)
+        # tau only scales the KD term, so it matters exactly when alpha does.
+        uses = {"rho": probe.rho > 0, "alpha": probe.alpha > 0, "temperature": probe.alpha > 0}
+        return tuple(name for name in TUNABLE if uses[name])
+
+    def experiment(self, values: Mapping[str, float], epochs: int | None = None) -> pipeline.Experiment:
+        """The experiment of one trial: its loss weights and its epochs per phase."""
+        weights = {name: float({**self.fixed(), **values}[name]) for name in TUNABLE}
+        recipe = dataclasses.replace(self.exp.recipe, epochs=epochs or self.exp.recipe.epochs)
+        return dataclasses.replace(self.exp, recipe=recipe, **weights)
+
+    def phases(self) -> tuple[list[str], list[str]]:
+        """(phases every trial trains anew, phases trained once and shared), for seed 0.
+
+        A phase is re-run by a trial exactly when its folder hash changes with
+        the tuned weights, so this compares the plans at both ends of every range.
+        """
+        low = self.experiment({n: self.ranges[n].low for n in self.tune})
+        high = self.experiment({n: self.ranges[n].high for n in self.tune})
+        pairs = zip(pipeline.chain(pipeline.plan(low, self.method, 0)),
+                    pipeline.chain(pipeline.plan(high, self.method, 0)), strict=True)
+        changes = {a.name: a.folder(low) != b.folder(high) for a, b in pairs}
+        return [n for n in changes if changes[n]], [n for n in changes if not changes[n]]
+
+    def fixed(self) -> dict[str, float]:
+        """The values of the weights that are not tuned."""
+        return {name: getattr(self.exp, name) for name in TUNABLE if name not in self.tune}
+
+    def hyperparameters(self) -> kt.HyperParameters:
+        """The search space: tuned weights sampled over their range, the others Fixed (so trials record them)."""
+        hp = kt.HyperParameters()
+        for name in TUNABLE:
+            if name in self.tune:
+                bounds = self.ranges[name]
+                hp.Float(name, bounds.low, bounds.high, sampling="log" if bounds.log else "linear")
+            else:
+                hp.Fixed(name, float(getattr(self.exp, name)))
+        return hp
+
+    def oracle(self) -> kt.Oracle:
+        objective = kt.Objective(OBJECTIVE, direction="max")
+        common = {"objective": objective, "hyperparameters": self.hyperparameters(), "seed": self.search_seed,
+                  "allow_new_entries": False, "tune_new_entries": False}
+        if self.tuner == "random":
+            return kt.oracles.RandomSearchOracle(max_trials=self.max_trials, **common)
+        if self.tuner == "bayesian":
+            # keras-tuner counts Fixed entries as dimensions; sample randomly 3x the tuned ones only.
+            return kt.oracles.BayesianOptimizationOracle(max_trials=self.max_trials,
+                                                         num_initial_points=3 * len(self.tune), **common)
+        # Brackets repeat until max_trials (hyperband_iterations=0 means no limit).
+        oracle = kt.oracles.HyperbandOracle(max_epochs=self.exp.recipe.epochs, factor=self.hyperband_factor,
+                                            hyperband_iterations=0, **common)
+        oracle.max_trials = self.max_trials
+        return oracle
+
+    def fingerprint(self) -> dict:
+        """Everything that decides trials and their scores (not max_trials: raising it continues a search)."""
+        exp = dataclasses.asdict(self.exp)
+        for name in self.tune:
+            exp[name] = None
+        return {
+            "experiment": exp, "method": self.method, "tune": list(self.tune),
+            "ranges": {name: dataclasses.asdict(self.ranges[name]) for name in self.tune},
+            "tuner": self.tuner, "seeds": self.seeds, "search_seed": self.search_seed,
+            "hyperband_factor": self.hyperband_factor if self.tuner == "hyperband" else None,
+        }
+
+    def project_name(self) -> str:
+        return f"{self.method}-{self.tuner}-{_digest(self.fingerprint())}"
+
+
+class _FatalUserError(kt.errors.FatalError, UserError):
+    """A user's mistake met inside a trial: keras-tuner stops the search, the CLI prints it."""
+
+
+def project_path(search: Search, out_dir: str | Path, project_name: str | None = None) -> Path:
+    """The tuner's project folder: `<out_dir>/<dataset>/<net>/tune/<project_name>`, next to the phases."""
+    return Path(out_dir) / search.exp.dataset / search.exp.net / "tune" / (project_name or search.project_name())
+
+
+class PipelineTuner(BaseTuner):
+    """A keras-tuner tuner whose trial trains a whole method and scores it on the validation split.
+
+    It is a `BaseTuner` (the tuner class keras-tuner keeps free of
+    `model.fit`) because a trial is a chain of trainings; the oracle, the
+    project directory, resuming and the chief/worker protocol are keras-tuner's.
+    """
+
+    def __init__(self, search: Search, out_dir: str | Path, data_dir: str | None = None,
+                 project_name: str | None = None, overwrite: bool = False, verbose: int | str = 2):
+        self.spec = search
+        self.role = distributed_role()
+        if overwrite and self.role == "worker":
+            raise UserError("Only the chief may --overwrite a distributed search; drop it on the workers.")
+        self.out_dir = Path(out_dir)
+        self.data_dir = data_dir
+        self.verbose = verbose
+        self._splits: data.Splits | None = None
+        project = project_path(search, out_dir, project_name)
+        tuner_id = os.environ.get(ENV_TUNER_ID, "tuner0")
+        started = not overwrite and (project / "oracle.json").exists()
+        if not overwrite:
+            self._check_fingerprint(project)
+        own_state = (project / f"{tuner_id}.json").exists()
+        super().__init__(oracle=search.oracle(), directory=str(project.parent), project_name=project.name,
+                         overwrite=overwrite)
+        if started and not own_state and self.role != "worker":
+            # keras-tuner resumes only when this tuner id saved the project; a
+            # search started standalone (tuner0) and resumed as the chief, or
+            # the reverse, must continue too instead of overwriting its trials.
+            self.oracle.reload()
+        if not (project / "search.json").exists():
+            _write_json(project / "search.json", search.fingerprint())
+
+    def _check_fingerprint(self, project: Path) -> None:
+        path = project / "search.json"
+        if not path.exists():
+            return
+        stored = json.loads(path.read_text())
+        wanted = json.loads(json.dumps(self.spec.fingerprint()))
+        if stored != wanted:
+            keys = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+            raise UserError(f"{project} holds a search with other settings ({', '.join(keys)} differ); "
+                            f"use another --project_name, drop it for the default, or pass --overwrite.")
+
+    @property
+    def project(self) -> Path:
+        return Path(self.project_dir)
+
+    def splits(self) -> data.Splits:
+        """The data, loaded on first use (the chief never trains, so never loads it)."""
+        if self._splits is None:
+            exp = self.spec.exp
+            self._splits = data.load(exp.dataset, self.data_dir, exp.train_examples, exp.test_examples,
+                                     exp.validation_examples)
+        return self._splits
+
+    def run_trial(self, trial: kt.engine.trial.Trial) -> dict[str, float]:
+        """Train the method with the trial's weights for every seed; mean validation top-1.
+
+        A run whose loss became NaN/inf scores 0.0 (and `diverged` 1.0): the
+        weights are bad for this objective, and a completed trial lets the
+        oracle learn that, where a failed one would be ignored by it (and
+        three in a row would stop the search).
+        """
+        values = trial.hyperparameters.values
+        epochs = values.get("tuner/epochs")  # hyperband's budget for this trial; else --trial_epochs
+        exp = self.spec.experiment(values, epochs)
+        shown = ", ".join(f"{name}={values[name]:.4g}" for name in self.spec.tune)
+        logging.info("Trial %s on %s: %s %s, %d epochs per phase, seeds 0..%d", trial.trial_id, self.tuner_id,
+                     self.spec.method, shown, exp.recipe.epochs, self.spec.seeds - 1)
+        trainer = pipeline.Trainer(exp, self.splits(), self.out_dir, verbose=self.verbose)
+        try:
+            runs = [trainer.run(self.spec.method, seed) for seed in range(self.spec.seeds)]
+        except UserError as error:
+            # A mistake every trial would repeat: stop the search (keras-tuner
+            # re-raises FatalError) rather than fail trial after trial.
+            raise _FatalUserError(str(error)) from error
+        record = {"epochs_per_phase": exp.recipe.epochs, "hyperparameters": {n: values[n] for n in TUNABLE},
+                  "runs": [{k: run.get(k) for k in ("seed", "status", "val_accuracy", "phases", "total_epochs",
+                                                    "total_wall_seconds", "error")} for run in runs]}
+        _write_json(Path(self.get_trial_dir(trial.trial_id)) / "pipeline.json", record)
+        failed = [run for run in runs if run["status"] != "ok"]
+        if failed:
+            logging.warning("Trial %s diverged (scored 0): %s", trial.trial_id, failed[0]["error"])
+            return {OBJECTIVE: 0.0, "diverged": 1.0}
+        score = sum(run["val_accuracy"] for run in runs) / len(runs)
+        logging.info("Trial %s: validation top-1 %.2f%%", trial.trial_id, 100 * score)
+        return {OBJECTIVE: score, "diverged": 0.0}
+
+    def on_trial_end(self, trial: kt.engine.trial.Trial) -> None:
+        super().on_trial_end(trial)
+        # After every trial, so an interrupted search still leaves its best so far.
+        self.write_best()
+
+    def best(self) -> dict | None:
+        """best.json's content: the best completed, non-diverged trial, or None."""
+        trials = self.oracle.get_best_trials(1)
+        if not trials:
+            return None
+        trial = trials[0]
+        if trial.status != "COMPLETED" or trial.metrics.get_last_value("diverged"):
+            return None
+        values = trial.hyperparameters.values
+        epochs = values.get("tuner/epochs") or self.spec.exp.recipe.epochs
+        best = {
+            "hyperparameters": {name: float(values[name]) for name in TUNABLE},
+            "tuned": list(self.spec.tune), "objective": OBJECTIVE, "score": float(trial.score),
+            "trial_id": trial.trial_id, "method": self.spec.method, "tuner": self.spec.tuner,
+            "seeds": self.spec.seeds, "trial_epochs": epochs, "project": str(self.project),
+        }
+        detail = self.project / f"trial_{trial.trial_id}" / "pipeline.json"
+        if detail.exists():
+            best["phases"] = {str(run["seed"]): run["phases"] for run in json.loads(detail.read_text())["runs"]}
+        best["run_command"] = self.run_command(epochs)
+        return best
+
+    def write_best(self) -> Path | None:
+        best = self.best()
+        if best is None:
+            return None
+        path = self.project / "best.json"
+        _write_json(path, best)
+        return path
+
+    def run_command(self, epochs: int) -> str:
+        """`experiments.run` with the settings of the trials, so it reuses the best trial's phases."""
+        exp = self.spec.exp
+        args = ["python", "-m", "pmkd_tf.experiments.run", f"--net={exp.net}", f"--dataset={exp.dataset}",
+                f"--methods={self.spec.method}", "--preset=paper", f"--seeds={self.spec.seeds}",
+                f"--epochs={epochs}", f"--batch_size={exp.recipe.batch_size}",
+                f"--learning_rate={exp.recipe.learning_rate}", f"--width_multiplier={exp.width_multiplier}",
+                f"--n={exp.n}", f"--pacemaker={exp.pacemaker}", f"--phase3_init={exp.phase3_init}",
+                f"--validation_examples={exp.validation_examples}", f"--out_dir={self.out_dir}",
+                f"--hparams_from={self.project / 'best.json'}"]
+        args += [f"--{name}={value}" for name in ("train_examples", "test_examples")
+                 if (value := getattr(exp, name)) is not None]
+        if self.data_dir:
+            args.append(f"--data_dir={self.data_dir}")
+        return " ".join(map(shlex.quote, args))
+
+
+def _check_port_free() -> None:
+    """Fail with a clear message, before any work, when the chief's port is taken."""
+    address = (os.environ[ENV_ORACLE_IP], int(os.environ[ENV_ORACLE_PORT]))
+    with socket.socket() as probe:
+        # SO_REUSEADDR (as gRPC) ignores a previous chief's TIME_WAIT; a live listener still fails.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise UserError(f"The chief cannot listen on {address[0]}:{address[1]} ({error.strerror}); "
+                            f"pick another {ENV_ORACLE_PORT} for the chief and every worker.") from None
+
+
+@contextlib.contextmanager
+def _oracle_lock(project: Path) -> Iterator[None]:
+    """One oracle per project: a second standalone search or chief on it is refused instead of interleaved.
+
+    The lock file sits beside the project, which --overwrite deletes.
+    """
+    project.parent.mkdir(parents=True, exist_ok=True)
+    with open(project.parent / f".{project.name}.lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"{project} is being searched by another process; wait for it, or join it as a "
+                            f"worker of a distributed search (see docs/tuning.md).") from None
+        yield
+
+
+def tune(search: Search, out_dir: str | Path, data_dir: str | None = None, project_name: str | None = None,
+         overwrite: bool = False, verbose: int | str = 2) -> Path | None:
+    """Run (or resume) a search; the path of best.json, or None on a worker (the chief writes it).
+
+    Standalone, this process is oracle and trial runner at once. As the
+    chief it only serves the oracle until every worker has been told to
+    stop; as a worker it only runs the trials it is handed.
+    """
+    role = distributed_role()
+    if role == "chief":
+        _check_port_free()
+    project = project_path(search, out_dir, project_name)
+    with _oracle_lock(project) if role != "worker" else contextlib.nullcontext():
+        tuner = PipelineTuner(search, out_dir, data_dir, project_name, overwrite, verbose)
+        if role == "worker":
+            state = f"joining the chief at {os.environ[ENV_ORACLE_IP]}:{os.environ[ENV_ORACLE_PORT]}"
+        else:
+            state = f"resuming, {len(tuner.oracle.trials)} trials on record" if tuner.oracle.trials else "new"
+        logging.info("Search %s as %s (%s): %s", project, tuner.tuner_id, role, state)
+        rerun, shared = search.phases()
+        hyperband = search.tuner == "hyperband"
+        logging.info("Each trial trains %s for %s%d epochs per phase x %d seed(s); trained once%s and shared: %s",
+                     ", ".join(rerun), "up to " if hyperband else "", search.exp.recipe.epochs, search.seeds,
+                     " per budget" if hyperband else "", ", ".join(shared) or "nothing")
+        if role != "chief":
+            tuner.splits()  # now, so a data mistake stops the search instead of failing every trial
+        tuner.search()
+        if role == "worker":
+            return None
+        best = tuner.write_best()
+    if best is None:
+        raise UserError(f"No trial of {project} finished without diverging; lower --learning_rate or the top of "
+                        f"the ranges (each trial's error is in trial_*/pipeline.json).")
+    return best
