@@ -112,3 +112,14 @@ def test_phase3_refuses_a_model_of_another_net_or_shape(cifar, trained):
             trainer._build(final)
     finally:
         phase2_model.write_bytes(saved)
+
+
+def test_plots_are_drawn_from_a_results_folder(trained):
+    from pmkd_tf.experiments import plot
+
+    trainer, results = trained
+    for method in ("teacher", "baseline", "pmkd"):
+        report.record(trainer.root / "results.json", results[method], {"net": "vgg13", "dataset": "cifar10"})
+    paths = plot.plot(trainer.root, 0)
+    assert [p.name for p in paths] == ["accuracy.png", "curves_seed0.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000 for p in paths)

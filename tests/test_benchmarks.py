@@ -1,0 +1,111 @@
+"""Each benchmark script, run as a user runs it on tiny settings, writes sane results.
+
+These check the scripts, not the speed: tiny, contended timings are noise,
+so only structure, consistency and the one exact number (the loss check
+between our Distiller and keras.distillation's) are asserted.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import pytest
+import tensorflow as tf
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(module: str, data_dir: str, *flags: str, timeout: int = 400) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PMKD_DATA_DIR": data_dir, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run([sys.executable, "-m", f"benchmarks.{module}", *flags], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _outputs(module: str, data_dir: str, tmp_path: Path, *flags: str) -> tuple[dict, str]:
+    out = tmp_path / "results" / module
+    done = _run(module, data_dir, "--tiny", f"--out={out}", *flags)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.with_suffix(".json").read_text())
+    markdown = out.with_suffix(".md").read_text()
+    assert result["benchmark"] == module
+    assert result["command"].startswith(f"python -m benchmarks.{module} --tiny")
+    machine = result["machine"]
+    assert machine["cpu_model"] and machine["logical_cores"] >= 1 and machine["usable_cores"] >= 1
+    assert machine["tensorflow"] == tf.__version__ and machine["keras"] == keras.__version__
+    assert 0 < result["wall_seconds"] < 3600
+    assert result["settings"]["tiny"] is True
+    assert result["command"] in markdown and machine["cpu_model"] in markdown
+    assert "not results" in markdown
+    return result, markdown
+
+
+def _positive(x: float) -> bool:
+    return math.isfinite(x) and x > 0
+
+
+def test_train_speed(data_dir, tmp_path):
+    rows = ["baseline", "kd_fitnet", "keras_kd_fitnet", "teacher_inference"]
+    result, markdown = _outputs("train_speed", data_dir, tmp_path, "--variants=fp32", f"--rows={','.join(rows)}")
+    batch = result["settings"]["batch_size"]
+    fp32 = result["variants"]["fp32"]
+    assert list(fp32["rows"]) == rows
+    for r in fp32["rows"].values():
+        assert len(r["step_ms_per_round"]) == result["settings"]["rounds"]
+        assert _positive(r["step_ms"]) and r["images_per_s"] == pytest.approx(1000 * batch / r["step_ms"])
+        assert _positive(r["vs_baseline"]["median"])
+    assert fp32["rows"]["baseline"]["vs_baseline"]["median"] == pytest.approx(1.0)
+    target = fp32["targets"]["kd_fitnet"]
+    assert target["parts"] == ["baseline", "teacher_inference"] and _positive(target["ratio"]["median"])
+    assert target["ok"] == (target["ratio"]["median"] <= 1.15)
+    assert set(fp32["targets"]) == {"kd_fitnet"}  # the others' rows or parts were not timed
+    assert _positive(fp32["ours_over_keras"]["median"])
+    check = result["checks"]["fp32"]["keras_kd_fitnet_loss"]
+    assert _positive(check["ours"]) and check["relative_difference"] < 1e-4  # both compute the same loss
+    assert result["speedup_over_fp32"]["kd_fitnet"] == {"fp32": pytest.approx(1.0)}
+    assert not any(result["effective_jit_compile"].values())
+    assert "| kd_fitnet | baseline + teacher_inference |" in markdown
+    assert "Our KD+FitNet step / keras.distillation's" in markdown
+
+
+def test_input_pipeline(data_dir, tmp_path):
+    result, markdown = _outputs("input_pipeline", data_dir, tmp_path)
+    assert _positive(result["pipeline_images_per_s"])
+    baseline = result["rows"]["baseline"]
+    assert _positive(baseline["cached_images_per_s"]) and _positive(baseline["live_images_per_s"])
+    headroom = baseline["pipeline_over_training"]["median"]
+    assert _positive(headroom) and baseline["ok"] == (headroom >= 10)
+    assert set(result["step_ms_per_round"]) == {"pipeline", "baseline/cached", "baseline/live"}
+    assert "Pipeline alone:" in markdown and "| baseline |" in markdown
+
+
+def test_scaling(data_dir, tmp_path):
+    result, markdown = _outputs("scaling", data_dir, tmp_path)
+    widths = result["width_sweep"]["baseline"]
+    assert list(widths["cells"]) == ["0.03125", "0.0625"] and len(widths["exponents"]) == 1
+    assert math.isfinite(widths["exponents"][0]["k"]) and "extrapolated_width1" in widths
+    batches = result["batch_sweep"]["baseline"]
+    assert list(batches["cells"]) == ["8", "16"] and batches["line"] is not None
+    for batch, cell in batches["cells"].items():
+        assert _positive(cell["step_ms"])
+        assert cell["full_epoch_s"] == pytest.approx(cell["step_ms"] / 1000 * math.ceil(50_000 / int(batch)))
+        assert cell["paper_phase_h"] == pytest.approx(cell["full_epoch_s"] * 200 / 3600)
+    # The width sweep's batch-16 cell at width 1/16 is the batch sweep's: timed once, reported twice.
+    assert widths["cells"]["0.0625"]["step_ms"] == batches["cells"]["16"]["step_ms"]
+    assert "## Width sweep" in markdown and "## Batch sweep" in markdown
+
+
+@pytest.mark.parametrize("module, flag, message", [
+    ("train_speed", "--variants=fp32,fp16", "Unknown --variants value 'fp16'"),
+    ("input_pipeline", "--batch_size=0", "--batch_size must be > 0"),
+    ("scaling", "--widths=1/8,1/0", "--widths: '1/0' is not a number"),
+])
+def test_bad_flag_is_one_clear_line_and_exit_2(data_dir, tmp_path, module, flag, message):
+    done = _run(module, data_dir, "--tiny", flag, f"--out={tmp_path / 'x'}", timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last
+    assert "Traceback" not in done.stderr and not (tmp_path / "x.json").exists()
