@@ -335,6 +335,9 @@ class Trainer:
         config = phase.config(self.exp)
         _atomic_write(folder / "config.json", json.dumps(config, indent=2, sort_keys=True))
         recipe = self.exp.recipe
+        # Seed before the input pipeline exists: its augmentation ops take
+        # their seeds from the global one when they are created.
+        keras.utils.set_random_seed(phase.seed)
         train, val, test = self._pipelines(recipe.batch_size, phase.seed)
         steps = math.ceil(len(self.splits.train_labels) / recipe.batch_size)
         with self.strategy.scope():

@@ -77,9 +77,10 @@ def markdown(results: dict) -> str:
         f"rho={exp.get('rho')}, alpha={exp.get('alpha')}, tau={exp.get('temperature')}, "
         f"pacemaker={exp.get('pacemaker')}, phase 3 starts from: {exp.get('phase3_init')}.",
         "",
-        "Top-1 test accuracy (%), mean over seeds; up/down against the baseline.",
+        "Top-1 test accuracy (%), mean over seeds; up/down against the baseline. A run's cost counts every "
+        "phase it needs, the shared teacher and pacemaker included.",
         "",
-        "| Method | Top-1 | vs baseline | Seeds | Spread (max-min) | Student epochs (all phases) | Wall s/run |",
+        "| Method | Top-1 | vs baseline | Seeds | Spread (max-min) | Epochs, all phases | Wall s, all phases |",
         "|---|---|---|---|---|---|---|",
     ]
     for method, row in table.items():
