@@ -210,15 +210,10 @@ def test_cli_refuses_a_model_that_is_not_a_pmkd_model(tmp_path):
     (["--out_dir={tmp}"], "--model is required"),
     (["--model={missing}", "--out_dir={tmp}", "--calibration_examples=0"], "--calibration_examples must be positive"),
 ])
-def test_cli_user_mistakes_are_one_line_and_exit_code_2(flags, fragment, tmp_path, capsys):
-    """The CLI's `main` in this process (the subprocess test above covers the `python -m` entry)."""
-    from pmkd_tf.export import __main__ as cli
-
-    argv = ["pmkd_tf.export", *(f.format(missing=tmp_path / "nope.keras", tmp=tmp_path) for f in flags)]
-    cli.FLAGS.unparse_flags()
-    cli.FLAGS(argv)
-    returncode = cli.main(argv[:1])
-    _one_line_error(returncode, capsys.readouterr().err, fragment)
+def test_cli_user_mistakes_are_one_line_and_exit_code_2(flags, fragment, tmp_path):
+    args = [f.format(missing=tmp_path / "nope.keras", tmp=tmp_path) for f in flags]
+    result = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120)
+    _one_line_error(result.returncode, result.stderr, fragment)
 
 
 def test_a_model_with_an_op_tflite_micro_lacks_is_refused(splits, tmp_path):

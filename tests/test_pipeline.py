@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from pmkd_tf import models, pipeline, report
+from pmkd_tf import models, pipeline, plots, report
 from pmkd_tf.recipe import Recipe
 
 TINY = 1 / 16
@@ -115,11 +115,9 @@ def test_phase3_refuses_a_model_of_another_net_or_shape(cifar, trained):
 
 
 def test_plots_are_drawn_from_a_results_folder(trained):
-    from pmkd_tf.experiments import plot
-
     trainer, results = trained
     for method in ("teacher", "baseline", "pmkd"):
         report.record(trainer.root / "results.json", results[method], {"net": "vgg13", "dataset": "cifar10"})
-    paths = plot.plot(trainer.root, 0)
+    paths = plots.plot(trainer.root, 0)
     assert [p.name for p in paths] == ["accuracy.png", "curves_seed0.png"]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000 for p in paths)

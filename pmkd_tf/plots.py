@@ -1,0 +1,66 @@
+"""Figures of a results folder: per-method accuracy (seeds as points) and training curves."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from pmkd_tf import report
+from pmkd_tf.errors import UserError
+
+
+def _history(folder: Path) -> list[float]:
+    with open(folder / "history.csv") as f:
+        return [float(row["accuracy"]) for row in csv.DictReader(f)]
+
+
+def plot(root: Path, seed: int) -> list[Path]:
+    """Draw both figures for the results under `root`; return their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = report.load(root / "results.json")
+    if not results["runs"]:
+        raise UserError(f"No runs in {root / 'results.json'}.")
+    table = report.summary(results)
+    methods = [m for m, row in table.items() if row["mean"] is not None]
+
+    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(methods), 4))
+    ax.bar(range(len(methods)), [table[m]["mean"] for m in methods], color="#9ecae1")
+    for i, m in enumerate(methods):
+        ax.scatter([i] * len(table[m]["accuracies"]), table[m]["accuracies"], color="#08519c", zorder=3, s=14)
+    if "baseline" in table and table["baseline"]["mean"] is not None:
+        ax.axhline(table["baseline"]["mean"], color="#cb181d", lw=1, ls="--", label="baseline mean")
+        ax.legend(loc="lower right")
+    accs = [a for m in methods for a in table[m]["accuracies"]]
+    ax.set_ylim(max(0.0, min(accs) - 5), min(100.0, max(accs) + 3))
+    ax.set_xticks(range(len(methods)), [report.LABELS[m] for m in methods], rotation=30, ha="right")
+    ax.set_ylabel("test top-1 (%)")
+    exp = results.get("experiment", {})
+    ax.set_title(f"{exp.get('net', '')} on {exp.get('dataset', '')}: seeds as points")
+    fig.tight_layout()
+    paths = [root / "accuracy.png"]
+    fig.savefig(paths[0], dpi=110)
+    plt.close(fig)
+
+    runs = {r["method"]: r for r in results["runs"].values() if r["seed"] == seed and r.get("status") == "ok"}
+    if runs:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for method, run in runs.items():
+            curve: list[float] = []
+            for folder in run["phases"]:
+                if folder.startswith("teacher-") and method != "teacher":
+                    continue
+                curve += _history(root / folder)
+            ax.plot(range(1, len(curve) + 1), [100 * a for a in curve], label=report.LABELS[method])
+        ax.set_xlabel("epoch (phases of one method back to back)")
+        ax.set_ylabel("training top-1 (%)")
+        ax.set_title(f"Training curves, seed {seed}")
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        paths.append(root / f"curves_seed{seed}.png")
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+    return paths
