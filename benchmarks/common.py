@@ -264,6 +264,14 @@ def write_outputs(out: str, result: dict, markdown: str) -> tuple[Path, Path]:
     return json_path, md_path
 
 
+def finish(out: str, result: dict, started: float, load, markdown: Callable[[dict], str]) -> None:
+    """Stamp the wall time and the machine's other load on `result`, write both files, say where."""
+    result["wall_seconds"] = time.time() - started
+    result["load"] = load.summary()
+    json_path, md_path = write_outputs(out, result, markdown(result))
+    print(f"wrote {json_path} and {md_path}")
+
+
 def check_out_writable(out: str) -> None:
     """Fail before minutes of timing, not after, when the result cannot be written."""
     json_path, _ = out_paths(out)

@@ -166,10 +166,7 @@ def body() -> None:
         "step_ms_per_round": {name: [1000 * v for v in values] for name, values in per_round.items()},
         **summarize(per_round, widths, FLAGS.width_sweep_batch, batches, batch_width, rows),
     }
-    result["wall_seconds"] = time.time() - started
-    result["load"] = load.summary()
-    json_path, md_path = common.write_outputs(FLAGS.out, result, markdown(result))
-    print(f"wrote {json_path} and {md_path}")
+    common.finish(FLAGS.out, result, started, load, markdown)
 
 
 def main(argv: list[str]) -> None:

@@ -160,10 +160,7 @@ def body() -> None:
         "effective_jit_compile": {name: cell.jit_compile for name, cell in timers.items()},
         **summarize(per_round, variants, rows, FLAGS.batch_size),
     }
-    result["wall_seconds"] = time.time() - started
-    result["load"] = load.summary()
-    json_path, md_path = common.write_outputs(FLAGS.out, result, markdown(result))
-    print(f"wrote {json_path} and {md_path}")
+    common.finish(FLAGS.out, result, started, load, markdown)
 
 
 def main(argv: list[str]) -> None:

@@ -33,17 +33,23 @@ def _history_epochs(root):
         return [int(row["epoch"]) for row in csv.DictReader(f)]
 
 
+def _wait_for_epochs(root, count, timeout=300):
+    """Poll the running teacher's history until `count` epochs are logged."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if len(_history_epochs(root)) >= count:
+                return
+        except ValueError:  # no history.csv yet
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"no {count} epochs logged within {timeout} s")
+
+
 def test_sigkill_mid_phase_then_rerun_resumes_without_redoing_epochs(data_dir, tmp_path):
     args = [*RUN, *TINY, "--epochs=12", "--methods=teacher", f"--out_dir={tmp_path}"]
     proc = subprocess.Popen(args, env=_env(data_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        try:
-            if len(_history_epochs(tmp_path)) >= 2:
-                break
-        except ValueError:
-            pass
-        time.sleep(0.05)
+    _wait_for_epochs(tmp_path, 2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = len(_history_epochs(tmp_path))

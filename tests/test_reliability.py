@@ -3,9 +3,8 @@
 import json
 import signal
 import subprocess
-import time
 
-from test_cli import RUN, TINY, _env, _history_epochs
+from test_cli import RUN, TINY, _env, _history_epochs, _wait_for_epochs
 
 
 def test_nan_run_is_recorded_as_failed_and_the_runner_goes_on(data_dir, tmp_path):
@@ -24,14 +23,7 @@ def test_nan_run_is_recorded_as_failed_and_the_runner_goes_on(data_dir, tmp_path
 def test_ctrl_c_saves_and_exits_cleanly_then_resumes(data_dir, tmp_path):
     args = [*RUN, *TINY, "--epochs=12", "--methods=teacher", f"--out_dir={tmp_path}"]
     proc = subprocess.Popen(args, env=_env(data_dir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        try:
-            if len(_history_epochs(tmp_path)) >= 2:
-                break
-        except ValueError:
-            pass
-        time.sleep(0.05)
+    _wait_for_epochs(tmp_path, 2)
     proc.send_signal(signal.SIGINT)
     stderr = proc.communicate(timeout=120)[1]
     assert proc.returncode == 130, stderr[-2000:]
