@@ -345,13 +345,18 @@ class Trainer:
             student = self._build(phase)
             distiller = Distiller(student, teacher, self.exp.weights(phase.family))
             distiller.compile(optimizer=recipe.optimizer(steps, phase.epochs), jit_compile=self.exp.jit_compile)
+        checkpoint = EpochCheckpoint(folder / "checkpoint", folder / "history.csv")
+        if not checkpoint.state.exists():
+            # A fresh start: rows left by an unfinished run without a
+            # checkpoint (e.g. copied from elsewhere) must not be appended to.
+            (folder / "history.csv").unlink(missing_ok=True)
         guard = _NanGuard()
         # Order matters: the history row is written before the checkpoint
         # that commits its epoch.
         callbacks = [
             guard,
             keras.callbacks.CSVLogger(str(folder / "history.csv"), append=True),
-            EpochCheckpoint(folder / "checkpoint", folder / "history.csv"),
+            checkpoint,
             keras.callbacks.TensorBoard(str(folder / "logs"), write_graph=False),
         ]
         logging.info("Phase %s: %d epochs -> %s", phase.name, phase.epochs, folder)
