@@ -16,6 +16,8 @@ import keras
 import pytest
 import tensorflow as tf
 
+from pmkd_tf import models
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -102,6 +104,7 @@ def test_scaling(data_dir, tmp_path):
     ("train_speed", "--variants=fp32,fp16", "Unknown --variants value 'fp16'"),
     ("input_pipeline", "--batch_size=0", "--batch_size must be > 0"),
     ("scaling", "--widths=1/8,1/0", "--widths: '1/0' is not a number"),
+    ("inference", "--models=kd=missing.keras", "No teacher model"),
 ])
 def test_bad_flag_is_one_clear_line_and_exit_2(data_dir, tmp_path, module, flag, message):
     done = _run(module, data_dir, "--tiny", flag, f"--out={tmp_path / 'x'}", timeout=120)
@@ -109,3 +112,37 @@ def test_bad_flag_is_one_clear_line_and_exit_2(data_dir, tmp_path, module, flag,
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last
     assert "Traceback" not in done.stderr and not (tmp_path / "x.json").exists()
+
+
+@pytest.fixture(scope="module")
+def saved_models(tmp_path_factory) -> dict[str, Path]:
+    """A tiny untrained NxN teacher and 1xN student, saved as the training pipeline saves them."""
+    folder = tmp_path_factory.mktemp("models")
+    paths = {}
+    for name, shape in (("teacher", "NxN"), ("kd", "1xN")):
+        keras.utils.set_random_seed(0)
+        model = models.build(models.NetConfig("vgg13", shape, 10, width_multiplier=1 / 16))
+        paths[name] = folder / f"{name}.keras"
+        model.save(paths[name])
+    return paths
+
+
+def test_inference(data_dir, tmp_path, saved_models):
+    pairs = ",".join(f"{name}={path}" for name, path in saved_models.items())
+    result, markdown = _outputs("inference", data_dir, tmp_path, f"--models={pairs}")
+    teacher, student = result["models"]["teacher"], result["models"]["kd"]
+    assert teacher["macs_over_teacher"] == 1.0 and teacher["latency_over_teacher"]["median"] == pytest.approx(1.0)
+    # Past the NxN stem every 1xN conv has a third of the teacher's multiply-accumulates.
+    assert 1 / 3 < student["macs_over_teacher"] < 1
+    assert _positive(student["int8_latency_ms"]["median"]) and _positive(student["latency_over_teacher"]["median"])
+    assert student["on_the_fly"] and not teacher["on_the_fly"]
+    # Row streaming holds less than the full frame, and the 1xN student less than the line-buffered teacher.
+    assert student["streaming_peak_bytes"] < student["frame_peak_bytes"]
+    assert student["streaming_peak_bytes"] < teacher["streaming_peak_bytes"]
+    assert student["micro_bit_exact"] and student["streaming_bit_exact"] == "1/1"
+    assert "| kd |" in markdown and "| teacher |" in markdown
+    # A rerun reuses both exports instead of converting again.
+    out = tmp_path / "results" / "inference"
+    again = _run("inference", data_dir, "--tiny", f"--out={out}", f"--models={pairs}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("Reusing the export") == 2
