@@ -14,16 +14,23 @@ def _history(folder: Path) -> list[float]:
         return [float(row["accuracy"]) for row in csv.DictReader(f)]
 
 
-def plot(root: Path, seed: int) -> list[Path]:
-    """Draw both figures for the results under `root`; return their paths."""
+def plot(root: Path, seed: int, table: str = report.DEFAULT_TABLE) -> list[Path]:
+    """Draw both figures for the results table `table` under `root`; return their paths.
+
+    The default table's figures are accuracy.png and curves_seed<S>.png;
+    another table's carry its name as a prefix, so tables never overwrite
+    each other's figures.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    results = report.load(root / "results.json")
+    path = root / f"{table}.json"
+    results = report.load(path)
     if not results["runs"]:
-        raise UserError(f"No runs in {root / 'results.json'}.")
+        raise UserError(f"No runs in {path}.")
+    prefix = "" if table == report.DEFAULT_TABLE else f"{table}_"
     table = report.summary(results)
     methods = [m for m, row in table.items() if row["mean"] is not None]
 
@@ -41,7 +48,7 @@ def plot(root: Path, seed: int) -> list[Path]:
     exp = results.get("experiment", {})
     ax.set_title(f"{exp.get('net', '')} on {exp.get('dataset', '')}: seeds as points")
     fig.tight_layout()
-    paths = [root / "accuracy.png"]
+    paths = [root / f"{prefix}accuracy.png"]
     fig.savefig(paths[0], dpi=110)
     plt.close(fig)
 
@@ -60,7 +67,7 @@ def plot(root: Path, seed: int) -> list[Path]:
         ax.set_title(f"Training curves, seed {seed}")
         ax.legend(fontsize=7, ncol=2)
         fig.tight_layout()
-        paths.append(root / f"curves_seed{seed}.png")
+        paths.append(root / f"{prefix}curves_seed{seed}.png")
         fig.savefig(paths[-1], dpi=110)
         plt.close(fig)
     return paths

@@ -12,7 +12,13 @@ import os
 import statistics
 from pathlib import Path
 
+from pmkd_tf.errors import UserError
 from pmkd_tf.pipeline import METHODS
+
+DEFAULT_TABLE = "results"
+# Experiment settings that do not change a table's numbers: how it was
+# launched, and XLA (which changes speed only). Every other setting does.
+NOT_TABLE_DEFINING = ("command", "jit_compile")
 
 LABELS = {
     "teacher": "Teacher", "baseline": "Baseline", "kd": "KD", "fitnet": "FitNet", "kd_fitnet": "KD + FitNet",
@@ -39,6 +45,24 @@ PAPER_CIFAR10 = {
 
 def load(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {"runs": {}}
+
+
+def check_same_table(path: Path, experiment: dict) -> None:
+    """Refuse to record runs made with other settings into an existing table.
+
+    One results.json holds one row per (method, seed) and one settings
+    block; runs of e.g. the Table 4 ablation (`--pacemaker=column`) or a
+    tuned rho would silently replace the rows of the main table.
+    """
+    recorded = load(path).get("experiment")
+    if not recorded:
+        return
+    differ = sorted(key for key in set(recorded) | set(experiment)
+                    if key not in NOT_TABLE_DEFINING and recorded.get(key) != experiment.get(key))
+    if differ:
+        settings = ", ".join(f"{key}={recorded.get(key)!r} (now {experiment.get(key)!r})" for key in differ)
+        raise UserError(f"{path} is a table made with other settings: {settings}. Pass --table=<name> to record "
+                        "these runs in a table of their own; finished phases are still shared.")
 
 
 def record(path: Path, run: dict, experiment: dict) -> dict:

@@ -1,6 +1,7 @@
 """The runner as a user runs it: a real subprocess, resume after SIGKILL, bad input."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -25,6 +26,28 @@ def test_runner_writes_the_table(data_dir, tmp_path):
     table = (tmp_path / "cifar10" / "vgg13" / "results.md").read_text()
     assert "| Teacher |" in table and "| Baseline |" in table and "| KD |" in table
     assert "| KD |" in done.stdout
+
+
+def test_other_settings_need_a_table_of_their_own(data_dir, tmp_path):
+    """A changed setting cannot overwrite the main table's rows; under --table it shares finished phases."""
+    args = [*RUN, *TINY, "--epochs=1", "--methods=baseline", f"--out_dir={tmp_path}"]
+    first = subprocess.run(args, env=_env(data_dir), capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    root = tmp_path / "cifar10" / "vgg13"
+    main_table = (root / "results.json").read_text()
+    refused = subprocess.run([*args, "--rho=2"], env=_env(data_dir), capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "rho=1.0 (now 2.0)" in last and "--table=<name>" in last
+    assert (root / "results.json").read_text() == main_table
+    own = subprocess.run([*args, "--rho=2", "--table=rho2"], env=_env(data_dir), capture_output=True, text=True,
+                         timeout=300)
+    assert own.returncode == 0, own.stderr[-3000:]
+    assert (root / "results.json").read_text() == main_table
+    rho2 = json.loads((root / "rho2.json").read_text())
+    # The cross-entropy baseline does not depend on rho: its finished phase is reused, not retrained.
+    assert rho2["runs"]["baseline/seed0"] == json.loads(main_table)["runs"]["baseline/seed0"]
+    assert (root / "rho2.md").exists() and len(list(root.glob("baseline-*"))) == 1
 
 
 def _history_epochs(root):
@@ -75,6 +98,7 @@ def test_sigkill_mid_phase_then_rerun_resumes_without_redoing_epochs(data_dir, t
         ("--width_multiplier=0", "width_multiplier must be > 0"),
         ("--data_dir=/nonexistent/data", "does not exist"),
         ("--pacemaker=diagonal", "Unknown pacemaker 'diagonal'"),
+        ("--table=../elsewhere", "must be a plain file name"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_2(data_dir, tmp_path, flag, message):

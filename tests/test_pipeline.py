@@ -103,6 +103,21 @@ def test_table_has_every_row_and_stability(trained, tmp_path):
     assert "| PMKD |" in md.split("Against the paper")[1] and "| +1.72 |" in md  # VGG13: 71.44 - 69.72
 
 
+def test_a_table_refuses_runs_made_with_other_settings(tmp_path):
+    path = tmp_path / "results.json"
+    settings = {"net": "vgg13", "dataset": "cifar10", "pacemaker": "ensemble", "rho": 1.0, "jit_compile": False,
+                "command": "python -m pmkd_tf.experiments.run"}
+    report.check_same_table(path, settings)  # no table yet
+    report.record(path, {"method": "baseline", "seed": 0, "status": "ok", "test_accuracy": 0.5}, settings)
+    # How the run was launched, and XLA, do not change the table's numbers.
+    report.check_same_table(path, {**settings, "command": "python -m pmkd_tf.experiments.run --seeds=5",
+                                   "jit_compile": True})
+    with pytest.raises(pipeline.UserError, match=r"pacemaker='ensemble' \(now 'column'\).*--table=<name>"):
+        report.check_same_table(path, {**settings, "pacemaker": "column"})
+    with pytest.raises(pipeline.UserError, match=r"rho=1.0 \(now 2.0\)"):
+        report.check_same_table(path, {**settings, "rho": 2.0})
+
+
 def test_phase3_refuses_a_model_of_another_net_or_shape(cifar, trained):
     trainer, _ = trained
     final = pipeline.plan(trainer.exp, "pm_kd", 0)
@@ -120,6 +135,10 @@ def test_plots_are_drawn_from_a_results_folder(trained):
     trainer, results = trained
     for method in ("teacher", "baseline", "pmkd"):
         report.record(trainer.root / "results.json", results[method], {"net": "vgg13", "dataset": "cifar10"})
+        report.record(trainer.root / "ablation.json", results[method], {"net": "vgg13", "dataset": "cifar10"})
     paths = plots.plot(trainer.root, 0)
     assert [p.name for p in paths] == ["accuracy.png", "curves_seed0.png"]
+    # Another table's figures carry its name, so they never overwrite the main table's.
+    paths += plots.plot(trainer.root, 0, table="ablation")
+    assert [p.name for p in paths[2:]] == ["ablation_accuracy.png", "ablation_curves_seed0.png"]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000 for p in paths)

@@ -14,12 +14,13 @@ from pathlib import Path
 
 from absl import app, flags
 
-from pmkd_tf import plots
+from pmkd_tf import plots, report
 from pmkd_tf.errors import UserError
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("results", None, "Folder holding results.json (<out_dir>/<dataset>/<net>).")
+flags.DEFINE_string("results", None, "Folder holding the results table (<out_dir>/<dataset>/<net>).")
 flags.DEFINE_integer("seed", 0, "Seed whose training curves are drawn.")
+flags.DEFINE_string("table", report.DEFAULT_TABLE, "Results table to plot (<table>.json in --results).")
 
 
 def main(argv: list[str]) -> None:
@@ -27,7 +28,7 @@ def main(argv: list[str]) -> None:
     try:
         if not FLAGS.results:
             raise UserError("--results is required.")
-        for path in plots.plot(Path(FLAGS.results), FLAGS.seed):
+        for path in plots.plot(Path(FLAGS.results), FLAGS.seed, FLAGS.table):
             print(path)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

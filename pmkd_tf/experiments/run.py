@@ -6,13 +6,16 @@ Trains Teacher, Baseline, KD, FitNet, KD+FitNet, PM+KD, PM+FitNet and PMKD
 for every seed (reusing the shared teacher and pacemakers), then writes
 `<out_dir>/<dataset>/<net>/results.json` and `results.md`. Re-running the
 same command resumes: finished phases are skipped and an interrupted phase
-continues from its last completed epoch.
+continues from its last completed epoch. A variant of the table (e.g. the
+Table 4 ablation, `--pacemaker=column --table=pacemaker_column`) goes into a
+table of its own beside it, sharing every phase it can.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -47,6 +50,9 @@ flags.DEFINE_integer("train_examples", None, "Subsample the training set (seeded
 flags.DEFINE_integer("test_examples", None, "Subsample the test set (seeded).")
 flags.DEFINE_integer("validation_examples", 0, "Hold out this many training images for validation.")
 flags.DEFINE_string("out_dir", "runs", "Where phases, results.json and results.md go.")
+flags.DEFINE_string("table", report.DEFAULT_TABLE, "Name of the results table: <table>.json and <table>.md in "
+                    "<out_dir>/<dataset>/<net>. Runs with other settings than an existing table's (e.g. the "
+                    "Table 4 ablation's --pacemaker=column) need a table of their own; phases are still shared.")
 flags.DEFINE_string("strategy", "default", "tf.distribute strategy: default, mirrored or multiworker.")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step.")
 flags.DEFINE_string("hparams_from", None, "best.json from experiments.tune: its hyperparameters override flags.")
@@ -84,6 +90,8 @@ def experiment_from_flags() -> tuple[pipeline.Experiment, list[int], list[str]]:
         test_examples=pick(FLAGS.test_examples, preset.test_examples),
         validation_examples=FLAGS.validation_examples, jit_compile=FLAGS.jit_compile,
     )
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", FLAGS.table):
+        raise UserError(f"--table {FLAGS.table!r} must be a plain file name (letters, digits, _ . -).")
     if exp.dataset not in data.DATASETS:
         raise UserError(f"Unknown dataset {exp.dataset!r}; valid datasets: {', '.join(data.DATASETS)}.")
     return exp, list(range(seeds)), FLAGS.methods
@@ -97,27 +105,28 @@ def describe(exp: pipeline.Experiment) -> dict:
 
 
 def run(exp: pipeline.Experiment, seeds: list[int], methods: list[str], data_dir: str | None,
-        out_dir: str, strategy_name: str) -> Path:
-    """Train every (seed, method), recording each result as soon as it exists."""
+        out_dir: str, strategy_name: str, table: str = report.DEFAULT_TABLE) -> Path:
+    """Train every (seed, method), recording each result in `table` as soon as it exists."""
     strategy = pipeline.make_strategy(strategy_name)
     splits = data.load(exp.dataset, data_dir, exp.train_examples, exp.test_examples, exp.validation_examples)
     trainer = pipeline.Trainer(exp, splits, pipeline.worker_out_dir(out_dir, strategy), strategy)
-    results_path = trainer.root / "results.json"
+    results_path = trainer.root / f"{table}.json"
     with pipeline.out_dir_lock(trainer.root):
+        report.check_same_table(results_path, describe(exp))
         for seed in seeds:
             for method in methods:
                 if method == "teacher" and not exp.teacher_per_seed and seed != seeds[0]:
                     continue
                 result = trainer.run(method, seed)
                 results = report.record(results_path, result, describe(exp))
-                (trainer.root / "results.md").write_text(report.markdown(results))
+                results_path.with_suffix(".md").write_text(report.markdown(results))
                 if result["status"] == "ok":
                     logging.info("%s seed %d: top-1 %.2f%% (%d phases, %d epochs, %.0f s)", method, seed,
                                  100 * result["test_accuracy"], len(result["phases"]), result["total_epochs"],
                                  result["total_wall_seconds"])
                 else:
                     logging.error("%s seed %d FAILED: %s", method, seed, result["error"])
-    return trainer.root / "results.md"
+    return results_path.with_suffix(".md")
 
 
 def main(argv: list[str]) -> None:
@@ -125,7 +134,7 @@ def main(argv: list[str]) -> None:
     try:
         exp, seeds, methods = experiment_from_flags()
         data_dir = FLAGS.data_dir or data.default_data_dir()
-        table = run(exp, seeds, methods, data_dir, FLAGS.out_dir, FLAGS.strategy)
+        table = run(exp, seeds, methods, data_dir, FLAGS.out_dir, FLAGS.strategy, FLAGS.table)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
