@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import random
-import statistics
 import time
 from pathlib import Path
 
@@ -60,13 +59,6 @@ flags.DEFINE_bool("tiny", False, "Small settings for tests; flags given explicit
 TINY = {"calibration_examples": 16, "test_examples": 32, "stream_examples": 1, "rounds": 2, "runs": 5}
 
 
-def _apply_tiny() -> None:
-    if FLAGS.tiny:
-        for name, value in TINY.items():
-            if not FLAGS[name].present:
-                FLAGS[name].value = value
-
-
 def model_paths() -> dict[str, Path]:
     """name -> .keras file, from --models or from the --results folder's results.json; teacher first."""
     if FLAGS.models and FLAGS.results:
@@ -100,9 +92,10 @@ def _from_results(folder: Path) -> dict[str, Path]:
         raise UserError(f"Unknown --methods {', '.join(unknown)}; valid: {', '.join(METHODS)}.")
     paths = {}
     for method in FLAGS.methods:
-        # The teacher is shared by every seed and recorded once, under the seed that trained it.
-        run = runs.get(f"{method}/seed{FLAGS.seed}") or (
-            next((r for k, r in sorted(runs.items()) if k.startswith("teacher/")), None) if method == TEACHER else None)
+        run = runs.get(f"{method}/seed{FLAGS.seed}")
+        if run is None and method == TEACHER:
+            # A shared teacher is recorded once, under the seed that trained it.
+            run = next((r for k, r in sorted(runs.items()) if k.startswith(f"{TEACHER}/")), None)
         if run and run.get("status") == "ok":
             paths[method] = folder / run["folder"] / "model.keras"
     missing = [m for m in FLAGS.methods if m not in paths]
@@ -132,21 +125,13 @@ def time_latency(int8_models: dict[str, bytes], pixels: np.ndarray) -> dict[str,
     """Per round, each model's median int8 invoke time (ms) on one real test image, models in a new order."""
     runners = {name: tflite.LiteRT(model) for name, model in int8_models.items()}
     inputs = {name: tflite.quantize_pixels(pixels, r.input)[0] for name, r in runners.items()}
-    for name, runner in runners.items():
-        for _ in range(10):
-            runner.invoke(inputs[name])
     order, rng = list(runners), random.Random(FLAGS.seed)
     per_round: dict[str, list[float]] = {name: [] for name in runners}
     progress = keras.utils.Progbar(FLAGS.rounds, unit_name="round")
     for r in range(FLAGS.rounds):
         rng.shuffle(order)
         for name in order:
-            times = []
-            for _ in range(FLAGS.runs):
-                start = time.perf_counter()
-                runners[name].invoke(inputs[name])
-                times.append(time.perf_counter() - start)
-            per_round[name].append(1000 * statistics.median(times))
+            per_round[name].append(runners[name].latency_ms(FLAGS.runs, example=inputs[name]))
         progress.update(r + 1)
     return per_round
 
@@ -203,7 +188,7 @@ def markdown(result: dict) -> str:
 
 
 def body() -> None:
-    _apply_tiny()
+    common.apply_tiny(TINY)
     for name in ("calibration_examples", "stream_examples", "rounds", "runs"):
         common.check_positive(name, FLAGS[name].value)
     if FLAGS.test_examples is not None:

@@ -227,9 +227,13 @@ class LiteRT:
                 progress.update(index + 1)
         return np.stack(rows)
 
-    def latency_ms(self, runs: int, warmup: int = 10) -> float:
-        """Median wall time of one inference in milliseconds, over `runs` invokes after `warmup`."""
-        example = np.zeros(self.input.shape[1:], self.input.dtype)
+    def latency_ms(self, runs: int, warmup: int = 10, example: np.ndarray | None = None) -> float:
+        """Median wall time of one inference in milliseconds, over `runs` invokes after `warmup`.
+
+        `example` is one input in the model's dtype (default: zeros).
+        """
+        if example is None:
+            example = np.zeros(self.input.shape[1:], self.input.dtype)
         for _ in range(warmup):
             self.invoke(example)
         times = []
