@@ -31,22 +31,23 @@ def plot(root: Path, seed: int, table: str = report.DEFAULT_TABLE) -> list[Path]
     if not results["runs"]:
         raise UserError(f"No runs in {path}.")
     prefix = "" if table == report.DEFAULT_TABLE else f"{table}_"
-    table = report.summary(results)
-    methods = [m for m, row in table.items() if row["mean"] is not None]
+    named = "" if table == report.DEFAULT_TABLE else f" ({table})"
+    rows = report.summary(results)
+    methods = [m for m, row in rows.items() if row["mean"] is not None]
 
     fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(methods), 4))
-    ax.bar(range(len(methods)), [table[m]["mean"] for m in methods], color="#9ecae1")
+    ax.bar(range(len(methods)), [rows[m]["mean"] for m in methods], color="#9ecae1")
     for i, m in enumerate(methods):
-        ax.scatter([i] * len(table[m]["accuracies"]), table[m]["accuracies"], color="#08519c", zorder=3, s=14)
-    if "baseline" in table and table["baseline"]["mean"] is not None:
-        ax.axhline(table["baseline"]["mean"], color="#cb181d", lw=1, ls="--", label="baseline mean")
+        ax.scatter([i] * len(rows[m]["accuracies"]), rows[m]["accuracies"], color="#08519c", zorder=3, s=14)
+    if "baseline" in rows and rows["baseline"]["mean"] is not None:
+        ax.axhline(rows["baseline"]["mean"], color="#cb181d", lw=1, ls="--", label="baseline mean")
         ax.legend(loc="lower right")
-    accs = [a for m in methods for a in table[m]["accuracies"]]
+    accs = [a for m in methods for a in rows[m]["accuracies"]]
     ax.set_ylim(max(0.0, min(accs) - 5), min(100.0, max(accs) + 3))
     ax.set_xticks(range(len(methods)), [report.LABELS[m] for m in methods], rotation=30, ha="right")
     ax.set_ylabel("test top-1 (%)")
     exp = results.get("experiment", {})
-    ax.set_title(f"{exp.get('net', '')} on {exp.get('dataset', '')}: seeds as points")
+    ax.set_title(f"{exp.get('net', '')} on {exp.get('dataset', '')}{named}: seeds as points")
     fig.tight_layout()
     paths = [root / f"{prefix}accuracy.png"]
     fig.savefig(paths[0], dpi=110)
@@ -64,7 +65,7 @@ def plot(root: Path, seed: int, table: str = report.DEFAULT_TABLE) -> list[Path]
             ax.plot(range(1, len(curve) + 1), [100 * a for a in curve], label=report.LABELS[method])
         ax.set_xlabel("epoch (phases of one method back to back)")
         ax.set_ylabel("training top-1 (%)")
-        ax.set_title(f"Training curves, seed {seed}")
+        ax.set_title(f"Training curves{named}, seed {seed}")
         ax.legend(fontsize=7, ncol=2)
         fig.tight_layout()
         paths.append(root / f"{prefix}curves_seed{seed}.png")
