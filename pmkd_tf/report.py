@@ -112,7 +112,8 @@ def markdown(results: dict) -> str:
     lines = [
         f"# {exp.get('net', '?')} on {exp.get('dataset', '?')}",
         "",
-        f"Command: `{exp.get('command', '?')}`  ",
+        "Rows accumulate over every run with these settings (re-running resumes); the latest run was "
+        f"`{exp.get('command', '?')}`.  ",
         f"Width multiplier {exp.get('width_multiplier')}, {exp.get('epochs')} epochs per phase, "
         f"rho={exp.get('rho')}, alpha={exp.get('alpha')}, tau={exp.get('temperature')}, "
         f"pacemaker={exp.get('pacemaker')}, phase 3 starts from: {exp.get('phase3_init')}.",

@@ -93,13 +93,15 @@ def test_table_has_every_row_and_stability(trained, tmp_path):
             run = dict(results[method], seed=seed, test_accuracy=results[method]["test_accuracy"] + 0.01 * seed)
             report.record(path, run, {"net": "vgg13", "dataset": "cifar10"})
     report.record(path, {"method": "fitnet", "seed": 0, "status": "failed", "error": "fitnet: loss NaN"},
-                  {"net": "vgg13", "dataset": "cifar10"})
+                  {"net": "vgg13", "dataset": "cifar10", "command": "run --methods=fitnet --seeds=1"})
     stored = json.loads(path.read_text())
     assert set(stored["runs"]) == {"baseline/seed0", "baseline/seed1", "kd/seed0", "kd/seed1", "pmkd/seed0",
                                    "pmkd/seed1", "fitnet/seed0"}
     md = report.markdown(stored)
     assert "| Baseline |" in md and "| KD |" in md and "| PMKD |" in md and "| FitNet | failed |" in md
     assert "[-0.50, +0.50]" in md and "fitnet: loss NaN" in md
+    # Rows come from several invocations, so the command shown is named the latest, not the table's.
+    assert "the latest run was `run --methods=fitnet --seeds=1`" in md
     assert "| PMKD |" in md.split("Against the paper")[1] and "| +1.72 |" in md  # VGG13: 71.44 - 69.72
 
 
