@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 from absl import flags
 
-from pmkd_tf import data, losses, models
+from pmkd_tf import data, losses, methods, models
 from pmkd_tf.distiller import Distiller
 from pmkd_tf.errors import UserError
 from pmkd_tf.pipeline import Experiment
@@ -73,8 +73,9 @@ TARGETS = {
     "pacemaker_phase": ("baseline", "column_ce", "teacher_inference"),
 }
 
-FAMILY = {"kd": "kd", "fitnet": "fitnet", "kd_fitnet": "kd_fitnet", "pacemaker_phase": "kd_fitnet",
-          "phase2": "kd_fitnet", "keras_kd_fitnet": "kd_fitnet"}
+# The method (pmkd_tf.methods.METHODS) whose loss each distillation row trains with.
+METHOD = {"kd": "kd", "fitnet": "fitnet", "kd_fitnet": "kd_fitnet", "pacemaker_phase": "pmkd",
+          "phase2": "pmkd", "keras_kd_fitnet": "kd_fitnet"}
 
 CIFAR10_TRAIN_IMAGES = 50_000
 
@@ -319,8 +320,7 @@ def cached_batches(splits: data.Splits, batch_size: int, count: int, seed: int) 
     if len(splits.train_labels) < needed:
         raise UserError(f"{count} batches of {batch_size} need {needed} training images, "
                         f"only {len(splits.train_labels)} loaded.")
-    ds = data.train_pipeline(splits.train_images[:needed], splits.train_labels[:needed], batch_size, splits.mean,
-                             splits.std, splits.augment, seed)
+    ds = splits.train_dataset(batch_size, seed)
     images, labels = zip(*[(x.numpy(), y.numpy()) for x, y in ds.take(count)])
     return tf.data.Dataset.from_tensor_slices((np.stack(images), np.stack(labels))).repeat().prefetch(2)
 
@@ -478,7 +478,7 @@ class Setup:
         return VARIANTS[self.variant][1]
 
     def experiment(self) -> Experiment:
-        """The pipeline's Experiment, whose `weights(family)` every distillation row uses."""
+        """The pipeline's Experiment, whose rho, alpha and tau every distillation row uses."""
         return Experiment("cifar10", self.net, Recipe(batch_size=self.batch_size),
                           width_multiplier=self.width_multiplier, n=self.n, jit_compile=self.jit_compile)
 
@@ -571,13 +571,16 @@ class RowFactory:
                       jit_compile=self.setup.jit_compile)
         return FitTimer(model, self.dataset)
 
-    def _ours(self, student: keras.Model, teacher: keras.Model | None, family: str) -> FitTimer:
-        distiller = Distiller(student, teacher, self.exp.weights(family))
+    def _weights(self, method: str) -> losses.LossWeights:
+        return methods.METHODS[method].loss_weights(self.exp.rho, self.exp.alpha, self.exp.temperature)
+
+    def _ours(self, student: keras.Model, teacher: keras.Model | None, method: str) -> FitTimer:
+        distiller = Distiller(student, teacher, self._weights(method))
         distiller.compile(optimizer=self._optimizer(), jit_compile=self.setup.jit_compile)
         return FitTimer(distiller, self.dataset)
 
     def _keras(self) -> FitTimer:
-        weights = self.exp.weights(FAMILY["keras_kd_fitnet"])
+        weights = self._weights(METHOD["keras_kd_fitnet"])
         teacher = self._frozen_model("NxN")
         self.checks["keras_kd_fitnet_loss"] = self._loss_check(teacher, weights)
         distiller = keras_distiller(self._build("1xN"), teacher, weights)
@@ -602,15 +605,15 @@ class RowFactory:
         if row == "column_ce":
             return self._plain("Nx1")
         if row == "ours_ce":
-            return self._ours(self._build("1xN"), None, "ce")
+            return self._ours(self._build("1xN"), None, "baseline")
         if row == "teacher":
-            return self._ours(self._build("NxN"), None, "ce")
+            return self._ours(self._build("NxN"), None, "teacher")
         if row in ("kd", "fitnet", "kd_fitnet"):
-            return self._ours(self._build("1xN"), self._frozen_model("NxN"), FAMILY[row])
+            return self._ours(self._build("1xN"), self._frozen_model("NxN"), METHOD[row])
         if row == "pacemaker_phase":
-            return self._ours(self._build("pacemaker"), self._frozen_model("NxN"), FAMILY[row])
+            return self._ours(self._build("pacemaker"), self._frozen_model("NxN"), METHOD[row])
         if row == "phase2":
-            return self._ours(self._build("1xN"), self._frozen_model("pacemaker"), FAMILY[row])
+            return self._ours(self._build("1xN"), self._frozen_model("pacemaker"), METHOD[row])
         if row == "keras_kd_fitnet":
             return self._keras()
         if row == "teacher_inference":

@@ -32,7 +32,7 @@ from absl import app, flags, logging
 from benchmarks import common
 from pmkd_tf import data
 from pmkd_tf.errors import UserError
-from pmkd_tf.export import pipeline, tflite
+from pmkd_tf.export import exporter, tflite
 
 FLAGS = flags.FLAGS
 NAME = "inference"
@@ -45,7 +45,7 @@ flags.DEFINE_integer("seed", 0, "Which seed's models to export from --results.")
 flags.DEFINE_list("methods", METHODS, "Methods to export from --results (the teacher is the reference); "
                   "methods without a finished run are skipped and listed.")
 flags.DEFINE_list("models", [], "Instead of --results: name=path.keras pairs; one must be named 'teacher'.")
-flags.DEFINE_string("dataset", "cifar10", f"Dataset the models were trained on: {', '.join(data.DATASETS)}.")
+flags.DEFINE_string("dataset", "cifar10", f"Dataset the models were trained on: {data.DATASET_HELP}.")
 flags.DEFINE_string("data_dir", None, f"Image-folder root; default ${data.ENV_DATA_DIR}, else tensorflow-datasets.")
 flags.DEFINE_string("export_dir", None, "Where each model's export goes (default <out>_exports); reused on rerun.")
 flags.DEFINE_integer("calibration_examples", 300, "Training images for int8 calibration.")
@@ -115,10 +115,10 @@ def export(name: str, path: Path, export_dir: Path, splits: data.Splits) -> dict
             return report
     logging.info("Exporting %s (%s).", name, path)
     model = tflite.load_student(path)
-    options = pipeline.ExportOptions(micro_examples=min(32, len(splits.test_labels)), float_stream_examples=1,
+    options = exporter.ExportOptions(micro_examples=min(32, len(splits.test_labels)), float_stream_examples=1,
                                      int8_stream_examples=FLAGS.stream_examples, latency_runs=FLAGS.runs,
                                      verbose=False)
-    return pipeline.export_student(model, splits, out_dir, splits.train_images, str(path), options)
+    return exporter.export_student(model, splits, out_dir, splits.train_images, str(path), options)
 
 
 def time_latency(int8_models: dict[str, bytes], pixels: np.ndarray) -> dict[str, list[float]]:

@@ -5,10 +5,10 @@
 
 Times, interleaved in rounds:
 
-- `pipeline`: `data.train_pipeline` alone (shuffle, pad-and-crop, flip,
+- `pipeline`: `Splits.train_dataset` alone (shuffle, pad-and-crop, flip,
   normalise, batch, prefetch) over real CIFAR-10, drained as fast as it goes;
 - `<row>/cached`: a training row on batches already in memory (pure compute);
-- `<row>/live`: the same row fed by `data.train_pipeline`, as training runs.
+- `<row>/live`: the same row fed by `Splits.train_dataset`, as training runs.
 
 Issue 7's target: the pipeline alone delivers at least 10x the training
 images/s of every row (the fastest row, `baseline`, is the hardest test).
@@ -115,8 +115,7 @@ def body() -> None:
     cached = common.cached_batches(splits, FLAGS.batch_size, FLAGS.distinct_batches, FLAGS.seed)
 
     def live() -> tf.data.Dataset:
-        return data.train_pipeline(splits.train_images, splits.train_labels, FLAGS.batch_size, splits.mean,
-                                   splits.std, splits.augment, FLAGS.seed).repeat()
+        return splits.train_dataset(FLAGS.batch_size, FLAGS.seed).repeat()
 
     setup = common.Setup(FLAGS.net, FLAGS.width_multiplier, FLAGS.batch_size, FLAGS.variant, FLAGS.n, FLAGS.seed,
                          splits.num_classes)

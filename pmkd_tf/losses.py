@@ -2,13 +2,17 @@
 
     loss = rho * L_FKD + alpha * L_KD(tau) + (1 - alpha) * L_CE      (paper eq. 7)
 
-Every term is a batch mean computed in float32 (so a bf16 policy only
-changes the network's arithmetic, not the loss's).
+`TERMS` is the one table of terms: each names its weight in eq. 7 and the
+hyperparameters it reads. A method (see `methods.py`) picks the terms it
+distils with; adding a term is one entry here plus its function. Every term
+is a batch mean computed in float32, so a mixed-precision policy changes
+the network's arithmetic, not the loss's.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import keras
 from keras import ops
@@ -68,17 +72,34 @@ class LossWeights:
             raise UserError(f"temperature must be > 0, got {self.temperature}.")
 
 
-def pmkd_loss(labels, student: dict, teacher: dict | None, weights: LossWeights) -> dict:
-    """Every term of eq. 7 and their weighted sum, as a dict of scalars.
+@dataclasses.dataclass(frozen=True)
+class Term:
+    """One term of eq. 7: its weight, its value on a batch, and the hyperparameters it reads."""
 
-    With no teacher (teacher and baseline training) only cross-entropy is
-    used, whatever the weights say.
+    weight: Callable[[LossWeights], float]
+    value: Callable[[object, dict, dict, LossWeights], object]  # (labels, student, teacher, weights)
+    hyperparameters: tuple[str, ...] = ()
+
+
+TERMS: dict[str, Term] = {
+    "ce": Term(lambda w: 1 - w.alpha, lambda y, s, t, w: cross_entropy(y, s["logits"])),
+    "kd": Term(lambda w: w.alpha,
+               lambda y, s, t, w: logit_kd(t["logits"], s["logits"], w.temperature, w.scale_kd_by_t2),
+               ("alpha", "temperature")),
+    "feature": Term(lambda w: w.rho, lambda y, s, t, w: feature_distance(t["features"], s["features"]), ("rho",)),
+}
+
+
+def pmkd_loss(labels, student: dict, teacher: dict | None, weights: LossWeights) -> dict:
+    """Every term of eq. 7 and their weighted sum ("loss"), as a dict of scalars.
+
+    With a teacher every term is computed (so each is logged, even at weight
+    0); without one (teacher and baseline training) only cross-entropy, at
+    weight 1.
     """
-    terms = {"ce": cross_entropy(labels, student["logits"])}
     if teacher is None:
-        terms["loss"] = terms["ce"]
-        return terms
-    terms["kd"] = logit_kd(teacher["logits"], student["logits"], weights.temperature, weights.scale_kd_by_t2)
-    terms["feature"] = feature_distance(teacher["features"], student["features"])
-    terms["loss"] = weights.rho * terms["feature"] + weights.alpha * terms["kd"] + (1 - weights.alpha) * terms["ce"]
+        ce = TERMS["ce"].value(labels, student, None, weights)
+        return {"ce": ce, "loss": ce}
+    terms = {name: term.value(labels, student, teacher, weights) for name, term in TERMS.items()}
+    terms["loss"] = sum(TERMS[name].weight(weights) * value for name, value in terms.items())
     return terms

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from pmkd_tf import report
+from pmkd_tf import methods, results as tables
 from pmkd_tf.errors import UserError
 
 
@@ -14,7 +14,7 @@ def _history(folder: Path) -> list[float]:
         return [float(row["accuracy"]) for row in csv.DictReader(f)]
 
 
-def plot(root: Path, seed: int, table: str = report.DEFAULT_TABLE) -> list[Path]:
+def plot(root: Path, seed: int, table: str = tables.DEFAULT_TABLE) -> list[Path]:
     """Draw both figures for the results table `table` under `root`; return their paths.
 
     The default table's figures are accuracy.png and curves_seed<S>.png;
@@ -27,24 +27,24 @@ def plot(root: Path, seed: int, table: str = report.DEFAULT_TABLE) -> list[Path]
     import matplotlib.pyplot as plt
 
     path = root / f"{table}.json"
-    results = report.load(path)
+    results = tables.load(path)
     if not results["runs"]:
         raise UserError(f"No runs in {path}.")
-    prefix = "" if table == report.DEFAULT_TABLE else f"{table}_"
-    named = "" if table == report.DEFAULT_TABLE else f" ({table})"
-    rows = report.summary(results)
-    methods = [m for m, row in rows.items() if row["mean"] is not None]
+    prefix = "" if table == tables.DEFAULT_TABLE else f"{table}_"
+    named = "" if table == tables.DEFAULT_TABLE else f" ({table})"
+    rows = tables.summary(results)
+    shown = [m for m, row in rows.items() if row["mean"] is not None]
 
-    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(methods), 4))
-    ax.bar(range(len(methods)), [rows[m]["mean"] for m in methods], color="#9ecae1")
-    for i, m in enumerate(methods):
+    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(shown), 4))
+    ax.bar(range(len(shown)), [rows[m]["mean"] for m in shown], color="#9ecae1")
+    for i, m in enumerate(shown):
         ax.scatter([i] * len(rows[m]["accuracies"]), rows[m]["accuracies"], color="#08519c", zorder=3, s=14)
     if "baseline" in rows and rows["baseline"]["mean"] is not None:
         ax.axhline(rows["baseline"]["mean"], color="#cb181d", lw=1, ls="--", label="baseline mean")
         ax.legend(loc="lower right")
-    accs = [a for m in methods for a in rows[m]["accuracies"]]
+    accs = [a for m in shown for a in rows[m]["accuracies"]]
     ax.set_ylim(max(0.0, min(accs) - 5), min(100.0, max(accs) + 3))
-    ax.set_xticks(range(len(methods)), [report.LABELS[m] for m in methods], rotation=30, ha="right")
+    ax.set_xticks(range(len(shown)), [methods.label(m) for m in shown], rotation=30, ha="right")
     ax.set_ylabel("test top-1 (%)")
     exp = results.get("experiment", {})
     ax.set_title(f"{exp.get('net', '')} on {exp.get('dataset', '')}{named}: seeds as points")
@@ -62,7 +62,7 @@ def plot(root: Path, seed: int, table: str = report.DEFAULT_TABLE) -> list[Path]
                 if folder.startswith("teacher-") and method != "teacher":
                     continue
                 curve += _history(root / folder)
-            ax.plot(range(1, len(curve) + 1), [100 * a for a in curve], label=report.LABELS[method])
+            ax.plot(range(1, len(curve) + 1), [100 * a for a in curve], label=methods.label(method))
         ax.set_xlabel("epoch (phases of one method back to back)")
         ax.set_ylabel("training top-1 (%)")
         ax.set_title(f"Training curves{named}, seed {seed}")

@@ -23,25 +23,26 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
 import shlex
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import keras_tuner as kt
 from absl import logging
 from keras_tuner.engine.base_tuner import BaseTuner
 
-from pmkd_tf import data, pipeline
+from pmkd_tf import data, files, methods, pipeline
 from pmkd_tf.errors import UserError
 from pmkd_tf.losses import LossWeights
 
 TUNERS = ("bayesian", "random", "hyperband")
 TUNABLE = ("rho", "alpha", "temperature")
+# Experiment fields that change a trial's speed, not its score.
+SPEED_ONLY = ("jit_compile", "steps_per_execution")
 OBJECTIVE = "val_accuracy"
 # keras-tuner's own environment variables for its chief/worker mode.
 ENV_TUNER_ID = "KERASTUNER_TUNER_ID"
@@ -67,13 +68,6 @@ DEFAULT_RANGES: Mapping[str, Range] = {
 
 def _digest(obj: object) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
-
-
-def _write_json(path: Path, obj: object) -> None:
-    """Atomic, and safe when several workers write the same file at once (own temp name each)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
 
 
 def distributed_role() -> str:
@@ -112,8 +106,7 @@ class Search:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ranges", {**DEFAULT_RANGES, **self.ranges})
-        if self.method not in pipeline.METHODS:
-            raise UserError(f"Unknown method {self.method!r}; valid methods: {', '.join(pipeline.METHODS)}.")
+        useful = methods.get(self.method).tunable
         if self.tuner not in TUNERS:
             raise UserError(f"Unknown tuner {self.tuner!r}; valid: {', '.join(TUNERS)}.")
         for name in self.tune:
@@ -121,7 +114,6 @@ class Search:
                 raise UserError(f"Cannot tune {name!r}; tunable: {', '.join(TUNABLE)}.")
         if not self.tune or len(set(self.tune)) != len(self.tune):
             raise UserError(f"--tune must name each of {', '.join(TUNABLE)} at most once, got {list(self.tune)}.")
-        useful = self.effective()
         if not useful:
             raise UserError(f"{self.method} trains with cross-entropy only: it has no loss weight to tune.")
         for name in self.tune:
@@ -152,17 +144,6 @@ class Search:
                 raise UserError("--tuner=bayesian needs scikit-learn (pip install scikit-learn); "
                                 "or use --tuner=random.") from None
 
-    @property
-    def family(self) -> str:
-        return pipeline.METHODS[self.method].family
-
-    def effective(self) -> tuple[str, ...]:
-        """The loss weights the method's loss actually uses (`Experiment.weights` zeroes the others)."""
-        probe = dataclasses.replace(self.exp, rho=1.0, alpha=0.5).weights(self.family)
-        # tau only scales the KD term, so it matters exactly when alpha does.
-        uses = {"rho": probe.rho > 0, "alpha": probe.alpha > 0, "temperature": probe.alpha > 0}
-        return tuple(name for name in TUNABLE if uses[name])
-
     def experiment(self, values: Mapping[str, float], epochs: int | None = None) -> pipeline.Experiment:
         """The experiment of one trial: its loss weights and its epochs per phase."""
         weights = {name: float({**self.fixed(), **values}[name]) for name in TUNABLE}
@@ -179,7 +160,7 @@ class Search:
         high = self.experiment({n: self.ranges[n].high for n in self.tune})
         pairs = zip(pipeline.chain(pipeline.plan(low, self.method, 0)),
                     pipeline.chain(pipeline.plan(high, self.method, 0)), strict=True)
-        changes = {a.name: a.folder(low) != b.folder(high) for a, b in pairs}
+        changes = {a.name: a.folder(low, {}) != b.folder(high, {}) for a, b in pairs}
         return [n for n in changes if changes[n]], [n for n in changes if not changes[n]]
 
     def fixed(self) -> dict[str, float]:
@@ -216,7 +197,7 @@ class Search:
     def fingerprint(self) -> dict:
         """Everything that decides trials and their scores (not max_trials: raising it continues a search)."""
         exp = dataclasses.asdict(self.exp)
-        for name in self.tune:
+        for name in (*self.tune, *SPEED_ONLY):
             exp[name] = None
         return {
             "experiment": exp, "method": self.method, "tune": list(self.tune),
@@ -270,7 +251,7 @@ class PipelineTuner(BaseTuner):
             # the reverse, must continue too instead of overwriting its trials.
             self.oracle.reload()
         if not (project / "search.json").exists():
-            _write_json(project / "search.json", search.fingerprint())
+            files.atomic_write_json(project / "search.json", search.fingerprint())
 
     def _check_fingerprint(self, project: Path) -> None:
         path = project / "search.json"
@@ -290,9 +271,7 @@ class PipelineTuner(BaseTuner):
     def splits(self) -> data.Splits:
         """The data, loaded on first use (the chief never trains, so never loads it)."""
         if self._splits is None:
-            exp = self.spec.exp
-            self._splits = data.load(exp.dataset, self.data_dir, exp.train_examples, exp.test_examples,
-                                     exp.validation_examples)
+            self._splits = pipeline.load_splits(self.spec.exp, self.data_dir)
         return self._splits
 
     def run_trial(self, trial: kt.engine.trial.Trial) -> dict[str, float]:
@@ -319,7 +298,7 @@ class PipelineTuner(BaseTuner):
         record = {"epochs_per_phase": exp.recipe.epochs, "hyperparameters": {n: values[n] for n in TUNABLE},
                   "runs": [{k: run.get(k) for k in ("seed", "status", "val_accuracy", "phases", "total_epochs",
                                                     "total_wall_seconds", "error")} for run in runs]}
-        _write_json(Path(self.get_trial_dir(trial.trial_id)) / "pipeline.json", record)
+        files.atomic_write_json(Path(self.get_trial_dir(trial.trial_id)) / "pipeline.json", record)
         failed = [run for run in runs if run["status"] != "ok"]
         if failed:
             logging.warning("Trial %s diverged (scored 0): %s", trial.trial_id, failed[0]["error"])
@@ -334,13 +313,12 @@ class PipelineTuner(BaseTuner):
         self.write_best()
 
     def best(self) -> dict | None:
-        """best.json's content: the best completed, non-diverged trial, or None."""
+        """best.json's content: the best completed, non-diverged trial (keras-tuner's own ranking), or None."""
+        # A diverged trial scores 0, so it is the best only when every trial diverged.
         trials = self.oracle.get_best_trials(1)
-        if not trials:
+        if not trials or trials[0].status != "COMPLETED" or trials[0].metrics.get_last_value("diverged"):
             return None
         trial = trials[0]
-        if trial.status != "COMPLETED" or trial.metrics.get_last_value("diverged"):
-            return None
         values = trial.hyperparameters.values
         epochs = values.get("tuner/epochs") or self.spec.exp.recipe.epochs
         best = {
@@ -349,7 +327,7 @@ class PipelineTuner(BaseTuner):
             "trial_id": trial.trial_id, "method": self.spec.method, "tuner": self.spec.tuner,
             "seeds": self.spec.seeds, "trial_epochs": epochs, "project": str(self.project),
         }
-        detail = self.project / f"trial_{trial.trial_id}" / "pipeline.json"
+        detail = Path(self.get_trial_dir(trial.trial_id)) / "pipeline.json"
         if detail.exists():
             best["phases"] = {str(run["seed"]): run["phases"] for run in json.loads(detail.read_text())["runs"]}
         best["run_command"] = self.run_command(epochs)
@@ -360,7 +338,7 @@ class PipelineTuner(BaseTuner):
         if best is None:
             return None
         path = self.project / "best.json"
-        _write_json(path, best)
+        files.atomic_write_json(path, best)
         return path
 
     def run_command(self, epochs: int) -> str:
@@ -370,7 +348,8 @@ class PipelineTuner(BaseTuner):
                 f"--methods={self.spec.method}", "--preset=paper", f"--seeds={self.spec.seeds}",
                 f"--epochs={epochs}", f"--batch_size={exp.recipe.batch_size}",
                 f"--learning_rate={exp.recipe.learning_rate}", f"--width_multiplier={exp.width_multiplier}",
-                f"--n={exp.n}", f"--pacemaker={exp.pacemaker}", f"--phase3_init={exp.phase3_init}",
+                f"--n={exp.n}", f"--pacemaker_kind={exp.pacemaker_kind}", f"--phase3_init={exp.phase3_init}",
+                f"--precision={exp.precision}", f"--weight_decay_kind={exp.recipe.weight_decay_kind}",
                 f"--validation_examples={exp.validation_examples}", f"--out_dir={self.out_dir}",
                 f"--hparams_from={self.project / 'best.json'}"]
         args += [f"--{name}={value}" for name in ("train_examples", "test_examples")
@@ -393,22 +372,6 @@ def _check_port_free() -> None:
                             f"pick another {ENV_ORACLE_PORT} for the chief and every worker.") from None
 
 
-@contextlib.contextmanager
-def _oracle_lock(project: Path) -> Iterator[None]:
-    """One oracle per project: a second standalone search or chief on it is refused instead of interleaved.
-
-    The lock file sits beside the project, which --overwrite deletes.
-    """
-    project.parent.mkdir(parents=True, exist_ok=True)
-    with open(project.parent / f".{project.name}.lock", "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(f"{project} is being searched by another process; wait for it, or join it as a "
-                            f"worker of a distributed search (see docs/tuning.md).") from None
-        yield
-
-
 def tune(search: Search, out_dir: str | Path, data_dir: str | None = None, project_name: str | None = None,
          overwrite: bool = False, verbose: int | str = 2) -> Path | None:
     """Run (or resume) a search; the path of best.json, or None on a worker (the chief writes it).
@@ -421,7 +384,16 @@ def tune(search: Search, out_dir: str | Path, data_dir: str | None = None, proje
     if role == "chief":
         _check_port_free()
     project = project_path(search, out_dir, project_name)
-    with _oracle_lock(project) if role != "worker" else contextlib.nullcontext():
+    # One oracle per project: a second standalone search or chief on it is
+    # refused instead of interleaved. The lock sits beside the project, which
+    # --overwrite deletes.
+    with contextlib.ExitStack() as held:
+        if role != "worker":
+            try:
+                held.enter_context(files.lock(project.parent / f".{project.name}.lock", wait=False))
+            except files.Busy:
+                raise UserError(f"{project} is being searched by another process; wait for it, or join it as a "
+                                f"worker of a distributed search (see docs/tuning.md).") from None
         tuner = PipelineTuner(search, out_dir, data_dir, project_name, overwrite, verbose)
         if role == "worker":
             state = f"joining the chief at {os.environ[ENV_ORACLE_IP]}:{os.environ[ENV_ORACLE_PORT]}"

@@ -105,6 +105,7 @@ def test_scaling(data_dir, tmp_path):
     ("input_pipeline", "--batch_size=0", "--batch_size must be > 0"),
     ("scaling", "--widths=1/8,1/0", "--widths: '1/0' is not a number"),
     ("inference", "--models=kd=missing.keras", "No teacher model"),
+    ("streaming_memory", "--nets=vgg13,alexnet", "Unknown net 'alexnet'"),
 ])
 def test_bad_flag_is_one_clear_line_and_exit_2(data_dir, tmp_path, module, flag, message):
     done = _run(module, data_dir, "--tiny", flag, f"--out={tmp_path / 'x'}", timeout=120)
@@ -112,6 +113,20 @@ def test_bad_flag_is_one_clear_line_and_exit_2(data_dir, tmp_path, module, flag,
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last
     assert "Traceback" not in done.stderr and not (tmp_path / "x.json").exists()
+
+
+def test_streaming_memory(data_dir, tmp_path):
+    result, markdown = _outputs("streaming_memory", data_dir, tmp_path)
+    (cell,) = result["cells"]
+    student, teacher = cell["student"], cell["teacher"]
+    assert (cell["net"], cell["width"]) == ("vgg13", "1/16")
+    assert student["on_the_fly"] and not teacher["on_the_fly"]
+    for model in (student, teacher):
+        assert model["bit_exact_images"] == model["images"] == 1 and model["line_buffer_rows"] == 3
+    # Rows instead of frames: the student holds under an eighth of the full frame, and less than the teacher.
+    assert student["peak_bytes"] * 8 < student["frame_peak_bytes"] < student["tflm_arena_bytes"]
+    assert student["peak_bytes"] < teacher["peak_bytes"]
+    assert f"| vgg13 | 1/16 | {student['peak_bytes']:,} | {teacher['peak_bytes']:,} |" in markdown
 
 
 @pytest.fixture(scope="module")

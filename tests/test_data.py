@@ -1,4 +1,4 @@
-"""Data: the real image folder, tfds loaders on mock data, pipelines, errors."""
+"""Data: the real image folder, tfds loaders on mock data, tf.data datasets, errors."""
 
 import shutil
 
@@ -13,7 +13,9 @@ def test_real_folder_subsets_are_disjoint_and_seeded(data_dir, cifar):
     assert cifar.train_images.shape == (320, 32, 32, 3) and cifar.train_images.dtype == np.uint8
     assert cifar.val_images.shape == (64, 32, 32, 3) and cifar.test_images.shape == (160, 32, 32, 3)
     assert cifar.class_names[:3] == ("airplane", "automobile", "bird") and cifar.num_classes == 10
-    assert len(set(cifar.train_labels)) == 10
+    assert len(set(cifar.train_labels)) == 10 and cifar.image_shape == (32, 32, 3) and cifar.in_memory
+    # The paper datasets keep their published full-training-set statistics.
+    assert (cifar.mean, cifar.std) == data.STATS["cifar10"] and cifar.identity["statistics"] == "published"
     flat = lambda a: {x.tobytes() for x in a}  # noqa: E731
     assert not flat(cifar.val_images) & flat(cifar.train_images)
     assert not flat(cifar.val_images) & flat(cifar.test_images)
@@ -21,12 +23,16 @@ def test_real_folder_subsets_are_disjoint_and_seeded(data_dir, cifar):
     np.testing.assert_array_equal(again.train_images, cifar.train_images)
 
 
-def test_pipelines_normalise_augment_and_batch(cifar):
-    train = data.train_pipeline(cifar.train_images, cifar.train_labels, 64, cifar.mean, cifar.std, True, 0)
+def test_datasets_normalise_augment_and_batch(cifar):
+    assert cifar.augment == "crop_flip"
+    train = cifar.train_dataset(64, seed=0)
     x, y = next(iter(train))
     assert x.shape == (64, 32, 32, 3) and x.dtype == "float32" and y.shape == (64,)
     assert abs(float(np.mean(x))) < 0.5 and 0.5 < float(np.std(x)) < 1.5
-    test = data.eval_pipeline(cifar.test_images, cifar.test_labels, 64, cifar.mean, cifar.std)
+    # Seeded: the same seed gives the same shuffle, crops and flips; another seed others.
+    np.testing.assert_array_equal(next(iter(cifar.train_dataset(64, seed=0)))[0], x)
+    assert not np.array_equal(next(iter(cifar.train_dataset(64, seed=1)))[0], x)
+    test = cifar.eval_dataset("test", 64)
     first = np.concatenate([b[1] for b in test])
     np.testing.assert_array_equal(first, cifar.test_labels)
     np.testing.assert_allclose(next(iter(test))[0][0], data.normalize(cifar.test_images[0], cifar.mean, cifar.std))
@@ -38,7 +44,8 @@ def test_tfds_loaders_on_mock_data(name, classes):
         splits = data.load(name, None, train_examples=12, validation_examples=6, test_examples=10)
     assert splits.train_images.shape == (12, 32, 32, 3) and splits.val_images.shape == (6, 32, 32, 3)
     assert splits.test_images.shape == (10, 32, 32, 3) and splits.num_classes == classes
-    assert splits.augment == (name != "svhn")
+    assert splits.augment == ("none" if name == "svhn" else "crop_flip")
+    assert (splits.mean, splits.std) == data.STATS[name] and splits.identity["source"] == "tfds"
 
 
 def _copy_folder(data_dir, tmp_path, per_class=3):
@@ -65,7 +72,7 @@ def test_corrupt_files_are_skipped_and_counted(data_dir, tmp_path, caplog):
         ("missing", "does not exist"),
         ("empty", "No image folder"),
         ("classes", "different class folders"),
-        ("no_images", "holds no images"),
+        ("no_images", "Empty class folder"),
     ],
 )
 def test_bad_folders_give_clear_errors(data_dir, tmp_path, setup, message):
@@ -84,7 +91,7 @@ def test_bad_folders_give_clear_errors(data_dir, tmp_path, setup, message):
 
 
 def test_unknown_dataset_and_bad_counts():
-    with pytest.raises(data.DataError, match="valid datasets: cifar10, cifar100, svhn"):
+    with pytest.raises(data.DataError, match="Unknown dataset 'mnist': not one of cifar10, cifar100, svhn or tfds"):
         data.load("mnist")
     with pytest.raises(data.DataError, match="train_examples must be positive"):
         data.load("cifar10", "/nonexistent", train_examples=0)

@@ -104,3 +104,27 @@ def test_mirrored_two_replicas_match_one_device(cifar):
     assert loss_2 == pytest.approx(loss_1, rel=1e-4)
     for a, b in zip(weights_1, weights_2):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_step_moves_the_student_as_far_as_float32(cifar, policy):
+    # mixed_float16 makes `compile` wrap the optimizer in a loss-scale
+    # optimizer; a step that did not scale its loss would move the weights
+    # 2^15 times too little.
+    x, y = _batch(cifar)
+
+    def update(policy_name):
+        keras.mixed_precision.set_global_policy(policy_name)
+        try:
+            teacher, student = _pair()
+            before = [w.numpy().copy() for w in student.trainable_weights]
+            d = Distiller(student, teacher, losses.LossWeights(rho=1.0))
+            d.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+            d.train_on_batch(x, y)
+            return sum(float(np.abs(w.numpy() - b).sum()) for w, b in zip(student.trainable_weights, before))
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+
+    reference = update("float32")
+    assert reference > 0
+    assert update(policy) == pytest.approx(reference, rel=0.1)

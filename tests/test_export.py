@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pmkd_tf import data, models
-from pmkd_tf.export import carray, micro, pipeline, tflite
+from pmkd_tf.export import carray, exporter, micro, tflite
 from pmkd_tf.export.errors import ExportError, NotPMKDModelError, UnsupportedOpError
 
 DATA_DIR = os.environ.get(data.ENV_DATA_DIR) or str(Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -66,7 +66,7 @@ def exported(student_path, tmp_path_factory):
 
 def test_export_writes_the_board_bundle_and_a_consistent_report(exported):
     out_dir, report = exported
-    for name in pipeline.FILES:
+    for name in exporter.FILES:
         assert (out_dir / name).is_file(), name
     int8_model = (out_dir / "model_int8.tflite").read_bytes()
     assert report["flash_bytes"]["int8"] == len(int8_model)
@@ -74,7 +74,7 @@ def test_export_writes_the_board_bundle_and_a_consistent_report(exported):
     assert report["op_resolver"][0] == f"tflite::MicroMutableOpResolver<{len(report['ops'])}> resolver;"
     assert report["parameters"] > 0 and report["macs"] > report["parameters"]
     assert report["latency_ms"]["int8"] > 0 and report["latency_ms"]["float"] > 0
-    assert (out_dir / "summary.txt").read_text() == pipeline.summary(report)
+    assert (out_dir / "summary.txt").read_text() == exporter.summary(report)
 
 
 def test_int8_model_is_full_integer_and_takes_camera_pixels(exported):
@@ -130,12 +130,14 @@ def test_arena_is_the_smallest_that_runs(exported, splits):
     assert arena["board"] % 1024 == 0 and 0 <= arena["board"] - arena["measured"] < 1024
 
 
-def test_int8_streaming_in_the_report_is_bit_exact_and_small(exported):
+def test_float_and_int8_streaming_in_the_report_are_bit_exact_and_small(exported):
     _, report = exported
     stream = report["streaming"]
-    assert stream["on_the_fly"] and stream["int8"]["images"] == 200
-    assert stream["int8"]["bit_exact_images"] == 200 and stream["int8"]["prediction_agreement"] == 1.0
-    assert stream["float"]["max_abs_logit_diff"] <= 1e-5
+    assert stream["on_the_fly"] and "refused" not in stream
+    assert (stream["float"]["images"], stream["int8"]["images"]) == (2, 200)
+    for kind in ("float", "int8"):
+        assert stream[kind]["bit_exact_images"] == stream[kind]["images"]
+        assert stream[kind]["max_abs_logit_diff"] == 0.0 and stream[kind]["prediction_agreement"] == 1.0
     assert stream["int8"]["peak_bytes"] * 8 < stream["int8"]["frame_peak_bytes"] < stream["tflm_arena_bytes"]
 
 
@@ -224,7 +226,7 @@ def test_a_model_with_an_op_tflite_micro_lacks_is_refused(splits, tmp_path):
     pooled = keras.layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inputs, {"logits": keras.layers.Dense(10)(pooled), "features": [x]})
     with pytest.raises(UnsupportedOpError, match="REVERSE_V2"):
-        pipeline.export_student(model, splits, tmp_path, splits.train_images[:20])
+        exporter.export_student(model, splits, tmp_path, splits.train_images[:20])
 
 
 def test_validate_pmkd_names_what_is_missing():
@@ -241,4 +243,4 @@ def test_validate_pmkd_names_what_is_missing():
 def test_a_dataset_that_does_not_fit_the_model_is_refused(splits, tmp_path):
     student = models.get_model("resnet18", "1xN", 100, 1 / 16)
     with pytest.raises(ExportError, match="into 100 classes, but cifar10 has .* of 10 classes"):
-        pipeline.export_student(student, splits, tmp_path, splits.train_images[:20])
+        exporter.export_student(student, splits, tmp_path, splits.train_images[:20])

@@ -88,7 +88,7 @@ def test_pacemaker_is_the_mean_of_its_members():
 def test_single_member_pacemaker(kind):
     config = models.NetConfig("vgg13", width_multiplier=TINY)
     pacemaker = models.build_pacemaker(config, kind)
-    shape = models.PACEMAKERS[kind][0]
+    shape = models.PACEMAKER_KINDS[kind][0]
     member = models.pacemaker_member(pacemaker, shape)
     x = np.ones((1, 32, 32, 3), "float32")
     np.testing.assert_allclose(pacemaker(x)["logits"], member(x)["logits"])

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from pmkd_tf import models, pipeline, plots, report
+from pmkd_tf import methods, models, pipeline, plots, results as tables
 from pmkd_tf.recipe import Recipe
 
 TINY = 1 / 16
@@ -24,7 +24,7 @@ def trained(cifar, tmp_path_factory):
     """Every method for seed 0, trained once for the module."""
     out = tmp_path_factory.mktemp("runs")
     trainer = pipeline.Trainer(_exp(), cifar, out, verbose=0)
-    results = {m: trainer.run(m, 0) for m in pipeline.METHODS}
+    results = {m: trainer.run(m, 0) for m in methods.METHODS}
     return trainer, results
 
 
@@ -45,7 +45,7 @@ def test_teacher_and_pacemakers_are_trained_once_and_shared(trained):
     trainer, results = trained
     folders = [p.name for p in trainer.root.iterdir() if p.is_dir()]
     assert sum(f.startswith("teacher-") for f in folders) == 1
-    assert sorted(f.split("-")[1] for f in folders if f.startswith("pacemaker-")) == ["fitnet", "kd", "kd_fitnet"]
+    assert sorted(f.split("-")[1] for f in folders if f.startswith("pacemaker-")) == ["feature", "kd", "kd_feature"]
     assert results["pmkd"]["phases"][0] == results["kd"]["phases"][0]  # the same teacher folder
     stamp = {f: (trainer.root / f / "result.json").stat().st_mtime for f in results["pmkd"]["phases"]}
     again = trainer.run("pmkd", 0)
@@ -65,21 +65,25 @@ def test_phase_models_have_the_right_shapes(trained):
 
 def test_changed_config_never_reuses_a_stale_artefact(trained):
     trainer, _ = trained
+    data = trainer.splits.identity
     stale = pipeline.plan(trainer.exp, "pmkd", 0)
     fresh = pipeline.plan(_exp(rho=0.25), "pmkd", 0)
-    assert fresh.folder(_exp(rho=0.25)) != stale.folder(trainer.exp)
-    assert fresh.teacher.folder(_exp(rho=0.25)) == stale.teacher.folder(trainer.exp)  # CE teacher: unaffected
-    assert pipeline.plan(_exp(rho=0.25), "baseline", 0).folder(_exp(rho=0.25)) == \
-        pipeline.plan(trainer.exp, "baseline", 0).folder(trainer.exp)
+    assert fresh.folder(_exp(rho=0.25), data) != stale.folder(trainer.exp, data)
+    assert fresh.taught_by.folder(_exp(rho=0.25), data) == stale.taught_by.folder(trainer.exp, data)  # CE teacher
+    assert pipeline.plan(_exp(rho=0.25), "baseline", 0).folder(_exp(rho=0.25), data) == \
+        pipeline.plan(trainer.exp, "baseline", 0).folder(trainer.exp, data)
+    # A result measured on another test subset, or on other data, is never reused.
+    assert stale.folder(_exp(test_examples=80), data) != stale.folder(trainer.exp, data)
+    assert stale.folder(trainer.exp, {**data, "image_size": [24, 24]}) != stale.folder(trainer.exp, data)
 
 
 def test_fig2_phase3_starts_from_the_pacemaker_row_member(cifar, trained):
     trainer, _ = trained
     exp = _exp(phase3_init="pacemaker_row")
     final = pipeline.plan(exp, "pmkd", 0)
-    assert final.init.student == "pacemaker" and final.init_member == "1xN"
+    assert final.init.role == "pacemaker" and final.init_member == "1xN"
     fig2 = pipeline.Trainer(exp, cifar, trainer.root.parent.parent, verbose=0)
-    start = fig2._build(final)
+    start = fig2.build_model(final)
     pacemaker = keras.saving.load_model(fig2.folder(final.init) / "model.keras")
     for a, b in zip(start.get_weights(), models.pacemaker_member(pacemaker, "1xN").get_weights()):
         np.testing.assert_array_equal(a, b)
@@ -91,13 +95,13 @@ def test_table_has_every_row_and_stability(trained, tmp_path):
     for seed in (0, 1):
         for method in ("baseline", "kd", "pmkd"):
             run = dict(results[method], seed=seed, test_accuracy=results[method]["test_accuracy"] + 0.01 * seed)
-            report.record(path, run, {"net": "vgg13", "dataset": "cifar10"})
-    report.record(path, {"method": "fitnet", "seed": 0, "status": "failed", "error": "fitnet: loss NaN"},
+            tables.record(path, run, {"net": "vgg13", "dataset": "cifar10"})
+    tables.record(path, {"method": "fitnet", "seed": 0, "status": "failed", "error": "fitnet: loss NaN"},
                   {"net": "vgg13", "dataset": "cifar10", "command": "run --methods=fitnet --seeds=1"})
     stored = json.loads(path.read_text())
     assert set(stored["runs"]) == {"baseline/seed0", "baseline/seed1", "kd/seed0", "kd/seed1", "pmkd/seed0",
                                    "pmkd/seed1", "fitnet/seed0"}
-    md = report.markdown(stored)
+    md = tables.markdown(stored)
     assert "| Baseline |" in md and "| KD |" in md and "| PMKD |" in md and "| FitNet | failed |" in md
     assert "[-0.50, +0.50]" in md and "fitnet: loss NaN" in md
     # Rows come from several invocations, so the command shown is named the latest, not the table's.
@@ -107,17 +111,17 @@ def test_table_has_every_row_and_stability(trained, tmp_path):
 
 def test_a_table_refuses_runs_made_with_other_settings(tmp_path):
     path = tmp_path / "results.json"
-    settings = {"net": "vgg13", "dataset": "cifar10", "pacemaker": "ensemble", "rho": 1.0, "jit_compile": False,
+    settings = {"net": "vgg13", "dataset": "cifar10", "pacemaker_kind": "ensemble", "rho": 1.0, "jit_compile": False,
                 "command": "python -m pmkd_tf.experiments.run"}
-    report.check_same_table(path, settings)  # no table yet
-    report.record(path, {"method": "baseline", "seed": 0, "status": "ok", "test_accuracy": 0.5}, settings)
+    tables.check_same_table(path, settings)  # no table yet
+    tables.record(path, {"method": "baseline", "seed": 0, "status": "ok", "test_accuracy": 0.5}, settings)
     # How the run was launched, and XLA, do not change the table's numbers.
-    report.check_same_table(path, {**settings, "command": "python -m pmkd_tf.experiments.run --seeds=5",
-                                   "jit_compile": True})
-    with pytest.raises(pipeline.UserError, match=r"pacemaker='ensemble' \(now 'column'\).*--table=<name>"):
-        report.check_same_table(path, {**settings, "pacemaker": "column"})
+    tables.check_same_table(path, {**settings, "command": "python -m pmkd_tf.experiments.run --seeds=5",
+                                   "jit_compile": True, "steps_per_execution": 4})
+    with pytest.raises(pipeline.UserError, match=r"pacemaker_kind='ensemble' \(now 'column'\).*--table=<name>"):
+        tables.check_same_table(path, {**settings, "pacemaker_kind": "column"})
     with pytest.raises(pipeline.UserError, match=r"rho=1.0 \(now 2.0\)"):
-        report.check_same_table(path, {**settings, "rho": 2.0})
+        tables.check_same_table(path, {**settings, "rho": 2.0})
 
 
 def test_phase3_refuses_a_model_of_another_net_or_shape(cifar, trained):
@@ -128,7 +132,7 @@ def test_phase3_refuses_a_model_of_another_net_or_shape(cifar, trained):
     try:
         models.get_model("wrn_10_10", "1xN", 10, TINY).save(phase2_model)
         with pytest.raises(pipeline.UserError, match="holds wrn_10_10_1xN, not the vgg13_1xN"):
-            trainer._build(final)
+            trainer.build_model(final)
     finally:
         phase2_model.write_bytes(saved)
 
@@ -136,11 +140,32 @@ def test_phase3_refuses_a_model_of_another_net_or_shape(cifar, trained):
 def test_plots_are_drawn_from_a_results_folder(trained):
     trainer, results = trained
     for method in ("teacher", "baseline", "pmkd"):
-        report.record(trainer.root / "results.json", results[method], {"net": "vgg13", "dataset": "cifar10"})
-        report.record(trainer.root / "ablation.json", results[method], {"net": "vgg13", "dataset": "cifar10"})
+        tables.record(trainer.root / "results.json", results[method], {"net": "vgg13", "dataset": "cifar10"})
+        tables.record(trainer.root / "ablation.json", results[method], {"net": "vgg13", "dataset": "cifar10"})
     paths = plots.plot(trainer.root, 0)
     assert [p.name for p in paths] == ["accuracy.png", "curves_seed0.png"]
     # Another table's figures carry its name, so they never overwrite the main table's.
     paths += plots.plot(trainer.root, 0, table="ablation")
     assert [p.name for p in paths[2:]] == ["ablation_accuracy.png", "ablation_curves_seed0.png"]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000 for p in paths)
+
+
+def test_a_method_the_table_does_not_know_is_shown_by_name(tmp_path):
+    path = tmp_path / "results.json"
+    tables.record(path, {"method": "baseline", "seed": 0, "status": "ok", "test_accuracy": 0.5, "total_epochs": 1,
+                         "total_wall_seconds": 1.0}, {"net": "vgg13", "dataset": "cifar10"})
+    tables.record(path, {"method": "my_variant", "seed": 0, "status": "ok", "test_accuracy": 0.6, "total_epochs": 2,
+                         "total_wall_seconds": 2.0}, {"net": "vgg13", "dataset": "cifar10"})
+    md = tables.markdown(tables.load(path))
+    assert "| my_variant | 60.00 | ↑ +10.00 |" in md
+
+
+def test_the_method_table_decides_terms_weights_and_tunables():
+    assert methods.METHODS["pmkd"].tunable == ("alpha", "temperature", "rho")
+    assert methods.METHODS["fitnet"].tunable == ("rho",) and methods.METHODS["baseline"].tunable == ()
+    fitnet = methods.METHODS["fitnet"].loss_weights(rho=2.0, alpha=0.9, temperature=4.0)
+    assert (fitnet.rho, fitnet.alpha) == (2.0, 0.0)  # no KD term: CE gets weight 1 - 0 = 1
+    kd = methods.METHODS["kd"].loss_weights(rho=2.0, alpha=0.9, temperature=4.0)
+    assert (kd.rho, kd.alpha) == (0.0, 0.9)
+    with pytest.raises(ValueError, match="Unknown distillation term"):
+        methods.Method("Bad", ("attention",))

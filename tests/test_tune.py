@@ -157,11 +157,11 @@ def test_distributed_chief_and_two_workers_on_loopback(data_dir, tmp_path):
 
 def test_phases_a_trial_reruns():
     assert _search(method="pmkd").phases() == (
-        ["pacemaker-kd_fitnet-ensemble-seed0", "pmkd-seed0-phase2", "pmkd-seed0"], ["teacher-seed0"])
+        ["pacemaker-kd_feature-ensemble-seed0", "pmkd-seed0-phase2", "pmkd-seed0"], ["teacher-seed0"])
     assert _search().phases() == (["kd_fitnet-seed0"], ["teacher-seed0"])
     assert _search(method="pm_kd", tune=("temperature",)).phases()[1] == ["teacher-seed0"]
     fig2 = _search(method="pmkd", exp={"phase3_init": "pacemaker_row"})
-    assert fig2.phases() == (["pacemaker-kd_fitnet-ensemble-seed0", "pmkd-seed0"], ["teacher-seed0"])
+    assert fig2.phases() == (["pacemaker-kd_feature-ensemble-seed0", "pmkd-seed0"], ["teacher-seed0"])
 
 
 def test_search_space_and_oracles():
@@ -254,9 +254,9 @@ def test_a_named_project_refuses_other_settings(tmp_path):
     tuning.PipelineTuner(_search(max_trials=5), tmp_path, project_name="mine")  # more trials: same search
 
 
-def test_a_phase_another_process_is_training_is_waited_for_then_reused(tmp_path):
+def test_a_phase_another_process_is_training_is_waited_for_then_reused(cifar, tmp_path):
     exp = pipeline.Experiment(**TINY)
-    trainer = pipeline.Trainer(exp, None, tmp_path)
+    trainer = pipeline.Trainer(exp, cifar, tmp_path)
     phase = pipeline.plan(exp, "teacher", 0)
     folder = trainer.folder(phase)
     folder.mkdir(parents=True)
@@ -273,7 +273,8 @@ def test_a_phase_another_process_is_training_is_waited_for_then_reused(tmp_path)
 
 @pytest.mark.parametrize(
     "flag, message",
-    [("--tuner=grid", "Unknown tuner 'grid'"), ("--method=kd", "rho has no effect on kd")],
+    [("--tuner=grid", "--tuner=grid: value should be one of <bayesian|random|hyperband>"),
+     ("--method=kd", "rho has no effect on kd")],
 )
 def test_cli_bad_input_is_one_clear_line_and_exit_2(data_dir, tmp_path, flag, message):
     done = subprocess.run([*TUNE, *TINY_FLAGS, flag, f"--out_dir={tmp_path}"], env=_env(data_dir),

@@ -14,13 +14,13 @@ from pathlib import Path
 
 from absl import app, flags
 
-from pmkd_tf import plots, report
+from pmkd_tf import plots, results
 from pmkd_tf.errors import UserError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("results", None, "Folder holding the results table (<out_dir>/<dataset>/<net>).")
 flags.DEFINE_integer("seed", 0, "Seed whose training curves are drawn.")
-flags.DEFINE_string("table", report.DEFAULT_TABLE, "Results table to plot (<table>.json in --results).")
+flags.DEFINE_string("table", results.DEFAULT_TABLE, "Results table to plot (<table>.json in --results).")
 
 
 def main(argv: list[str]) -> None:

@@ -6,9 +6,10 @@ Modules (import the one you need; the package itself imports nothing):
   float and int8 conversion, LiteRT runs, MACs;
 * `micro`: TFLite Micro runs, the op list and resolver lines, arena size;
 * `carray`: `model_data.cc/.h` and `model_ops.h` for a board project;
-* `streaming`: the row-streaming executor (float Keras and int8 TFLite);
-* `pipeline`: all of the above for one student, with `report.json`;
+* `streaming`: the row-streaming executor (float and int8 `.tflite`, in Python);
+* `cstream`: the row-streaming C engine, generated per model, checked on the host and a Cortex-M4;
+* `exporter`: all of the above for one student, with `report.json`;
 * `errors`: the `ValueError`s that mean "fix your input".
 
-CLI: `python -m pmkd_tf.export --model=student.keras --dataset=cifar10 --out_dir=...`.
+CLI: `python -m pmkd_tf.export --model=<phase folder>/model.keras --out_dir=...`.
 """

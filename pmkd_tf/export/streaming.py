@@ -1,38 +1,36 @@
-"""Row-streaming (on-the-fly) inference: run a student one image row at a time.
+"""Row-streaming (on-the-fly) inference: run a student's `.tflite` one image row at a time.
 
 This is the point of a 1xN student. Every conv after the stem has kernel
 height 1, so output row r of a layer depends on one input row (row r, or row
 2r after a vertical stride of 2), and the whole network can run as rows
 arrive from a camera, holding no frame buffer:
 
-* the NxN stem keeps an N-row line buffer (zero rows above and below);
+* the NxN stem keeps an N-row line buffer (padding rows above and below);
 * every later layer turns one input row into one output row; a vertically
   strided layer simply keeps every other row; a 2x2 max-pool keeps 2 rows;
 * global average pooling keeps a running per-channel sum;
 * the classifier runs once, after the last row.
 
-The executor is one graph walker over "stages" (one per layer or TFLite
-op). It pushes each camera row depth-first through the graph and counts the
-bytes of every row, line buffer, queue and accumulator it holds at any
-moment, so the reported peak is what a line-by-line runtime must hold. The
-same stages also give the full-frame peak (whole tensors, same liveness
-rule) for comparison.
+The executor is one graph walker over "stages" (one per TFLite op). It
+pushes each camera row depth-first through the graph and counts the bytes
+of every row, line buffer, queue and accumulator it holds at any moment, so
+the reported peak is what a line-by-line runtime must hold. The same stages
+also give the full-frame peak (whole tensors, same liveness rule).
 
-Two front ends build the stages:
+`TFLiteStreamer` builds the stages from a float or int8 `.tflite`: each op
+is cut out as a one-op model with the same weights and quantisation and run
+by LiteRT's reference kernels (which TFLite Micro matches bit for bit) on
+row strips. A conv's "same" padding is done here, with the input zero point
+for int8 (what the kernel's padding means) and 0.0 for float. Only the
+global average pool's final step is computed here: for int8 the kernel's
+integer requantisation, emulated from the op's own parameters; for float
+the sum divided by the pixel count. One code path thus serves both models,
+and the stream equals the full-frame model run by the same kernels.
 
-* `keras_stages`: the float Keras student, each layer run on row slices
-  with its own weights (equal to the full-frame model to float rounding);
-* `Int8Streamer`: the int8 `.tflite`, each op cut out as a one-op model with
-  the same quantisation and run by LiteRT's reference kernels (which TFLite
-  Micro matches bit for bit) on row strips (a conv's "same" padding is
-  done here with the input zero point, which is what the kernel's padding
-  means). Only the global average pool's final requantisation is emulated,
-  from the op's own parameters, in the kernel's integer arithmetic; the
-  result is bit-exact with the full-frame int8 model.
-
-A model whose intermediate layers are NxN (a teacher) is refused: each of
-its layers would need an N-row line buffer. `line_buffers=True` streams it
-anyway, with those buffers, to measure exactly that cost.
+A model with a conv of kernel height > 1 after the stem (a teacher) is
+refused: each such layer would need an N-row line buffer.
+`line_buffers=True` streams it anyway, with those buffers, to measure
+exactly that cost.
 """
 
 from __future__ import annotations
@@ -42,7 +40,6 @@ import dataclasses
 import math
 from collections.abc import Callable, Sequence
 
-import keras
 import numpy as np
 from ai_edge_litert import interpreter as litert
 from ai_edge_litert import schema_py_generated as schema
@@ -50,7 +47,6 @@ from ai_edge_litert.tools import flatbuffer_utils
 
 from pmkd_tf.export.errors import StreamingError
 from pmkd_tf.export.tflite import TensorSpec, quantize_pixels
-from pmkd_tf.models import check_on_the_fly
 
 IMAGE = -1
 WINDOW, MEAN, COLLECT = "window", "mean", "collect"
@@ -243,7 +239,8 @@ class _Run:
             self.sums[index] = np.zeros(row.shape[-1], stage.acc_dtype)
             self.ledger.hold(self.sums[index])
         total = self.sums[index]
-        total += row.reshape(-1, row.shape[-1]).sum(axis=0, dtype=stage.acc_dtype)
+        for pixel in row.reshape(-1, row.shape[-1]):  # one at a time, in the reference kernel's summation order
+            total += pixel
         self.next_row[index] += 1
         if self.next_row[index] == stage.in_height:
             self._finish(index, 0, stage.compute([total]), [self.sums.pop(index)])
@@ -291,181 +288,6 @@ def stream(stages: Sequence[Stage], image: np.ndarray) -> StreamResult:
         line_buffer_rows=run.max_kept,
     )
 
-
-# --- The float Keras front end -------------------------------------------------------------------------
-
-ELEMENTWISE_LAYERS = (
-    keras.layers.BatchNormalization, keras.layers.ReLU, keras.layers.Activation, keras.layers.LeakyReLU,
-    keras.layers.Add, keras.layers.Subtract, keras.layers.Multiply, keras.layers.Average, keras.layers.Maximum,
-    keras.layers.Minimum, keras.layers.Rescaling, keras.layers.Normalization, keras.layers.Dropout,
-    keras.layers.Identity,
-)
-POOL_LAYERS = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
-
-
-def _logits_tensor(model: keras.Model):
-    """The tensor to stream to: a PMKD model's "logits" (its feature taps serve distillation only)."""
-    output = model.output
-    if isinstance(output, dict):
-        if "logits" not in output:
-            raise StreamingError(f"{model.name} has no 'logits' output; stream a PMKD student or a logits model.")
-        return output["logits"]
-    if isinstance(output, (list, tuple)):
-        raise StreamingError(f"{model.name} has {len(output)} outputs; stream a model with one logits output.")
-    return output
-
-
-def _tensors(value) -> list:
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def _graph(model: keras.Model) -> tuple[list[keras.layers.Layer], dict[int, keras.layers.Layer]]:
-    """The layers the logits depend on, inputs first, and the producing layer of each tensor (by id)."""
-    producer = {}
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            raise StreamingError(f"{model.name} nests model {layer.name!r}; stream the student itself, not a wrapper.")
-        for tensor in _tensors(layer.output):
-            producer[id(tensor)] = layer
-    order: list[keras.layers.Layer] = []
-    seen: set[int] = set()
-    stack = [(_logits_tensor(model), False)]
-    while stack:
-        tensor, expanded = stack.pop()
-        layer = producer[id(tensor)]
-        if expanded:
-            if id(layer) not in seen:
-                seen.add(id(layer))
-                order.append(layer)
-            continue
-        if id(layer) in seen:
-            continue
-        stack.append((tensor, True))
-        if not isinstance(layer, keras.layers.InputLayer):
-            stack.extend((parent, False) for parent in reversed(_tensors(layer.input)))
-    return order, producer
-
-
-def _call(layer: keras.layers.Layer, rows: list[np.ndarray], spatial: bool) -> np.ndarray:
-    """Run a layer on rows given without batch (and row) axes, the way it runs on a frame."""
-    batched = [row[None, None] if spatial else row[None] for row in rows]
-    out = layer(batched if len(batched) > 1 else batched[0], training=False)
-    out = keras.ops.convert_to_numpy(out)
-    return out[0, 0] if spatial else out[0]
-
-
-def _conv_row(layer: keras.layers.Conv2D, left: int, right: int) -> Callable[[list[np.ndarray]], np.ndarray]:
-    """One output row of a conv from its `kernel height` input rows (horizontal "same" padding done here)."""
-
-    def compute(strip: list[np.ndarray]) -> np.ndarray:
-        x = np.pad(np.stack(strip)[None], ((0, 0), (0, 0), (left, right), (0, 0)))
-        y = keras.ops.conv(x, layer.kernel, strides=(1, layer.strides[1]), padding="valid")
-        if layer.use_bias:
-            y = y + layer.bias
-        return keras.ops.convert_to_numpy(layer.activation(y))[0, 0]
-
-    return compute
-
-
-def _conv_stage(layer, inputs, in_shape, out_shape) -> Stage:
-    """A Conv2D as a window of `kernel height` rows, with TF's "same" padding split into rows and columns."""
-    if layer.data_format != "channels_last" or tuple(layer.dilation_rate) != (1, 1) or layer.groups != 1:
-        raise StreamingError(f"Conv {layer.name!r}: only channels_last, undilated, ungrouped convs stream.")
-    (kh, kw), (sh, sw) = layer.kernel_size, layer.strides
-    height, width, channels = in_shape[1:]
-    if layer.padding == "same":
-        _, top, _ = same_padding(height, kh, sh)
-        _, left, right = same_padding(width, kw, sw)
-    else:
-        top = left = right = 0
-    return Stage(layer.name, inputs, WINDOW, height, out_shape[1], _conv_row(layer, left, right),
-                 _frame_bytes(out_shape, 4), window=kh, stride=sh, pad_top=top,
-                 pad_row=np.zeros((width, channels), np.float32))
-
-
-def _frame_bytes(shape, itemsize: int) -> int:
-    """Bytes of a whole tensor of `shape` (batch axis dropped)."""
-    return int(np.prod(shape[1:])) * itemsize
-
-
-def _keras_stage(layer, inputs: tuple[int, ...], in_shape, out_shape) -> Stage:
-    """The stage of one Keras layer; layers whose row r needs more than a fixed window of rows are refused."""
-    spatial = len(in_shape) == 4
-    height = in_shape[1] if spatial else 1
-    frame = _frame_bytes(out_shape, 4)
-    if type(layer) is keras.layers.Conv2D:
-        return _conv_stage(layer, inputs, in_shape, out_shape)
-    if isinstance(layer, POOL_LAYERS):
-        if layer.padding != "valid" or layer.data_format != "channels_last":
-            raise StreamingError(f"Pooling {layer.name!r}: only channels_last 'valid' pooling streams.")
-        return Stage(layer.name, inputs, WINDOW, height, out_shape[1],
-                     lambda strip: _call(layer, [np.stack(strip)], spatial=False)[0], frame,  # strip has the row axis
-                     window=layer.pool_size[0], stride=layer.strides[0])
-    if isinstance(layer, keras.layers.GlobalAveragePooling2D):
-        if layer.keepdims or layer.data_format != "channels_last":
-            raise StreamingError(f"Pooling {layer.name!r}: only channels_last keepdims=False streams.")
-        count = in_shape[1] * in_shape[2]
-        return Stage(layer.name, inputs, MEAN, height, 1, lambda acc: acc[0] / np.float32(count), frame)
-    if isinstance(layer, keras.layers.Flatten):
-        if not spatial:
-            return Stage(layer.name, inputs, WINDOW, 1, 1, lambda rows: rows[0].reshape(-1), frame)
-        return Stage(layer.name, inputs, COLLECT, height, 1, lambda frames: frames[0].reshape(-1), frame)
-    if isinstance(layer, (keras.layers.Dense, *ELEMENTWISE_LAYERS)):
-        if not spatial:
-            return Stage(layer.name, inputs, WINDOW, 1, 1, lambda rows: _call(layer, rows, spatial=False), frame)
-        if isinstance(layer, keras.layers.Dense):
-            raise StreamingError(f"Dense {layer.name!r} on a spatial map: put a pooling or Flatten before it.")
-        axes = getattr(layer, "axis", -1)
-        if any(axis not in (-1, 3) for axis in (axes if isinstance(axes, (list, tuple)) else [axes])):
-            raise StreamingError(f"{layer.name!r} normalises over axis {axes}; only the channel axis streams.")
-        return Stage(layer.name, inputs, WINDOW, height, out_shape[1],
-                     lambda rows: _call(layer, rows, spatial=True), frame)
-    raise StreamingError(f"Layer {layer.name!r} ({type(layer).__name__}) cannot run row by row.")
-
-
-def not_on_the_fly_reason(model: keras.Model) -> str | None:
-    """Why `model` cannot stream without line buffers (NxN convs after the stem), or None if it can."""
-    report = check_on_the_fly(model)
-    if report.on_the_fly:
-        return None
-    shown = ", ".join(report.offending_layers[:3]) + (", ..." if len(report.offending_layers) > 3 else "")
-    return (f"{model.name} is not an on-the-fly model: {len(report.offending_layers)} conv(s) after the stem "
-            f"have kernel height > 1 ({shown}), so each would need a line buffer; stream the 1xN student "
-            "(or pass line_buffers=True to measure that cost).")
-
-
-def keras_stages(model: keras.Model, line_buffers: bool = False) -> list[Stage]:
-    """The stages of a float Keras model (a PMKD student, or any model of the zoo's layer types).
-
-    Raises `StreamingError` for a model with NxN layers after the stem unless
-    `line_buffers` is set, in which case each such layer keeps its N-row
-    line buffer (for measuring what a teacher would need).
-    """
-    reason = not_on_the_fly_reason(model)
-    if reason and not line_buffers:
-        raise StreamingError(reason)
-    layers, producer = _graph(model)
-    index_of: dict[int, int] = {}
-    stages: list[Stage] = []
-    for layer in layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            if len(layer.output.shape) != 4:
-                raise StreamingError(f"{model.name} takes {layer.output.shape} inputs; only (H, W, C) images stream.")
-            index_of[id(layer)] = IMAGE
-            continue
-        parents = _tensors(layer.input)
-        inputs = tuple(index_of[id(producer[id(parent)])] for parent in parents)
-        stages.append(_keras_stage(layer, inputs, tuple(parents[0].shape), tuple(layer.output.shape)))
-        index_of[id(layer)] = len(stages) - 1
-    return stages
-
-
-def stream_keras(model: keras.Model, image: np.ndarray, line_buffers: bool = False) -> StreamResult:
-    """Stream one normalised float image (H, W, C) through a Keras student; see `keras_stages`."""
-    return stream(keras_stages(model, line_buffers), np.asarray(image, np.float32))
-
-
-# --- The int8 TFLite front end -------------------------------------------------------------------------
 
 _OP_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
 ELEMENTWISE_OPS = {
@@ -581,18 +403,17 @@ class _OneOp:
         return self.interpreter.get_tensor(self.output)
 
 
-class Int8Streamer:
-    """Row-streams images through an int8 `.tflite` (built once; call it per image).
+class TFLiteStreamer:
+    """Row-streams images through a float or int8 `.tflite` (built once; call it per image).
 
-    The input is a uint8 camera image (H, W, C); each row is quantised with
-    the model's input scale and zero point as it arrives. The first conv is
-    the stem; a later conv with kernel height > 1 is refused unless
-    `line_buffers` is set (see `keras_stages`).
+    The input is a uint8 camera image (H, W, C); each row becomes the
+    model's input as it arrives (quantised with the input scale and zero
+    point for int8, float pixels for float). `refusal` ("not an on-the-fly
+    model: ...") names the convs after the first with kernel height > 1, or
+    is None; such a model raises `StreamingError` unless `line_buffers` is set.
     """
 
     def __init__(self, tflite_model: bytes, line_buffers: bool = False) -> None:
-        self._line_buffers = line_buffers
-        self._convs = 0
         model = flatbuffer_utils.read_model_from_bytearray(tflite_model)
         if len(model.subgraphs) != 1:
             raise StreamingError(f"The model has {len(model.subgraphs)} subgraphs; only single-graph models stream.")
@@ -600,26 +421,31 @@ class Int8Streamer:
         graph = model.subgraphs[0]
         if len(graph.inputs) != 1:
             raise StreamingError(f"The model has {len(graph.inputs)} inputs; only one-image models stream.")
-        image = graph.inputs[0]
-        scale, zero_point = _quantisation(graph.tensors[image])
-        if graph.tensors[image].type != schema.TensorType.INT8:
-            raise StreamingError("Int8Streamer needs the int8 model (int8 input); stream float models with "
-                                 "stream_keras.")
-        self.input = TensorSpec(tuple(graph.tensors[image].shape), np.dtype(_DTYPES[graph.tensors[image].type]).name,
-                                scale, zero_point)
-        self._source = {image: IMAGE}
-        self._spatial = {image}
+        image = self._tensor(graph.inputs[0])
+        if image.type not in (schema.TensorType.INT8, schema.TensorType.FLOAT32):
+            raise StreamingError("Only int8 or float32 models stream; export with pmkd_tf.export.")
+        self.input = TensorSpec(tuple(image.shape), np.dtype(_DTYPES[image.type]).name, *_quantisation(image))
+        self._source = {graph.inputs[0]: IMAGE}
+        self._spatial = {graph.inputs[0]}
+        self._convs: list[tuple[int, int]] = []  # (op index, kernel height) of every conv, in order
         self.stages: list[Stage] = []
         for op in graph.operators:
             if len(op.outputs) != 1:
                 raise StreamingError(f"Op {self._name(op)} has {len(op.outputs)} outputs; only one-output ops stream.")
-            stage = self._stage(op)
+            stage = self._stage(op, len(self.stages))
             self.stages.append(stage)
             self._source[op.outputs[0]] = len(self.stages) - 1
             if stage.kind == WINDOW and any(i in self._spatial for i in op.inputs):
                 self._spatial.add(op.outputs[0])
         if graph.outputs[0] != graph.operators[-1].outputs[0]:
             raise StreamingError("The model's output is not produced by its last op; re-export it.")
+        tall = [f"#{index}" for index, height in self._convs[1:] if height > 1]
+        self.refusal = None if not tall else (
+            f"not an on-the-fly model: {len(tall)} conv(s) after the stem have kernel height > 1 (ops "
+            f"{', '.join(tall[:3])}{', ...' if len(tall) > 3 else ''}), so each would need a line buffer; export the "
+            "1xN student (or pass line_buffers=True to measure that cost).")
+        if self.refusal and not line_buffers:
+            raise StreamingError(f"The model is {self.refusal}")
 
     def _name(self, op) -> str:
         code = self._model.operatorCodes[op.opcodeIndex]
@@ -628,7 +454,7 @@ class Int8Streamer:
     def _tensor(self, index: int):
         return self._model.subgraphs[0].tensors[index]
 
-    def _stage(self, op) -> Stage:
+    def _stage(self, op, index: int) -> Stage:
         name = self._name(op)
         activations = [i for i in op.inputs if i in self._source]
         inputs = tuple(self._source[i] for i in activations)
@@ -640,10 +466,8 @@ class Int8Streamer:
         if not all(i in self._spatial for i in activations):
             raise StreamingError(f"Op {name} mixes row-streamed and whole tensors; it cannot stream.")
         source = self._tensor(activations[0])
-        if name in CONV_OPS:
-            return self._conv(op, name, inputs, source, out, frame)
-        if name in POOL_OPS:
-            return self._pool(op, name, inputs, source, out, frame)
+        if name in CONV_OPS | POOL_OPS:
+            return self._window(op, index, name, inputs, source, out, frame)
         if name in ELEMENTWISE_OPS:
             return self._elementwise(op, name, inputs, activations, out, frame)
         if name == "MEAN":
@@ -653,25 +477,26 @@ class Int8Streamer:
             return Stage(name, inputs, COLLECT, source.shape[1], 1, lambda frames: one([frames[0][None]]), frame)
         raise StreamingError(f"Op {name} cannot run on row strips; only conv, pool, elementwise and mean ops stream.")
 
-    def _conv(self, op, name, inputs, source, out, frame) -> Stage:
+    def _window(self, op, index, name, inputs, source, out, frame) -> Stage:
+        """A conv or pool: output row r from a strip of kernel-height input rows, "same" padding done here."""
         options = copy.deepcopy(op.builtinOptions)
-        if options.dilationHFactor != 1 or options.dilationWFactor != 1:
-            raise StreamingError(f"{name}: dilated convolutions do not stream.")
+        if name in POOL_OPS:
+            if options.padding != schema.Padding.VALID:  # a padded pool ignores the padding: no pad value works
+                raise StreamingError(f"{name}: only VALID pooling streams.")
+            kh, kw = options.filterHeight, options.filterWidth
+        else:
+            if options.dilationHFactor != 1 or options.dilationWFactor != 1:
+                raise StreamingError(f"{name}: dilated convolutions do not stream.")
+            kh, kw = self._tensor(op.inputs[1]).shape[1:3]
+            self._convs.append((index, kh))
         _, height, width, channels = source.shape
-        filter_shape = self._tensor(op.inputs[1]).shape
-        kh, kw = filter_shape[1], filter_shape[2]
-        self._convs += 1
-        if kh > 1 and self._convs > 1 and not self._line_buffers:
-            raise StreamingError(
-                f"The int8 model is not on-the-fly: conv #{self._convs} ({name}) has kernel height {kh}, so it would "
-                "need a line buffer; export the 1xN student (or pass line_buffers=True to measure that cost).")
         if options.padding == schema.Padding.SAME:
             _, top, _ = same_padding(height, kh, options.strideH)
             _, left, right = same_padding(width, kw, options.strideW)
         else:
             top = left = right = 0
         options.padding = schema.Padding.VALID
-        zero_point = _quantisation(source)[1]
+        zero_point = _quantisation(source)[1]  # 0 for a float model: padding with 0.0
         one = _OneOp(self._model, op, {op.inputs[0]: [1, kh, width + left + right, channels],
                                        op.outputs[0]: [1, 1, out.shape[2], out.shape[3]]}, options)
 
@@ -682,16 +507,6 @@ class Int8Streamer:
         return Stage(name, inputs, WINDOW, height, out.shape[1], compute, frame, window=kh,
                      stride=options.strideH, pad_top=top,
                      pad_row=np.full((width, channels), zero_point, _DTYPES[source.type]))
-
-    def _pool(self, op, name, inputs, source, out, frame) -> Stage:
-        options = op.builtinOptions
-        if options.padding != schema.Padding.VALID:
-            raise StreamingError(f"{name}: only VALID pooling streams.")
-        _, height, width, channels = source.shape
-        one = _OneOp(self._model, op, {op.inputs[0]: [1, options.filterHeight, width, channels],
-                                       op.outputs[0]: [1, 1, out.shape[2], out.shape[3]]})
-        return Stage(name, inputs, WINDOW, height, out.shape[1], lambda strip: one([np.stack(strip)[None]])[0, 0],
-                     frame, window=options.filterHeight, stride=options.strideH)
 
     def _elementwise(self, op, name, inputs, activations, out, frame) -> Stage:
         heights = {self._tensor(i).shape[1] for i in activations}
@@ -715,12 +530,15 @@ class Int8Streamer:
         _, height, width, _ = source.shape
         input_qp, output_qp = _quantisation(source), _quantisation(out)
         shape, dtype = out.shape, _DTYPES[out.type]
+        if not input_qp[0]:
+            count = np.float32(height * width)
+            return Stage(name, inputs, MEAN, height, 1, lambda acc: (acc[0] / count).reshape(shape), frame)
         return Stage(name, inputs, MEAN, height, 1,
                      lambda acc: quantized_mean(acc[0], height * width, input_qp, output_qp, dtype).reshape(shape),
                      frame, acc_dtype="int32")
 
     def __call__(self, pixels: np.ndarray) -> StreamResult:
-        """Stream one uint8 image; the logits are the model's raw int8 output row."""
+        """Stream one uint8 image; the logits are the model's raw output row (int8 or float)."""
         if tuple(pixels.shape) != self.input.shape[1:]:
             raise StreamingError(f"Expected an image of shape {self.input.shape[1:]}, got {tuple(pixels.shape)}.")
         result = stream(self.stages, quantize_pixels(pixels, self.input))

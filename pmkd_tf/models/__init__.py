@@ -12,9 +12,10 @@ from collections.abc import Callable
 import keras
 
 from pmkd_tf.errors import UserError
+from pmkd_tf.models import resnet, vgg, wrn
 from pmkd_tf.models.config import NetConfig
-from pmkd_tf.models.filters import SHAPES, OnTheFlyReport, check_on_the_fly
-from pmkd_tf.models.pacemaker import KINDS as PACEMAKERS
+from pmkd_tf.models.filters import SHAPES, OnTheFlyCheck, check_on_the_fly
+from pmkd_tf.models.pacemaker import KINDS as PACEMAKER_KINDS
 from pmkd_tf.models.pacemaker import build_pacemaker, pacemaker_member
 from pmkd_tf.models.resnet import BLOCKS, build_resnet
 from pmkd_tf.models.vgg import STAGES, build_vgg
@@ -38,9 +39,51 @@ def validate_net(net: str) -> None:
     _builder(net)
 
 
+def _downsampling(net: str) -> tuple[str, ...]:
+    if net in STAGES:
+        return vgg.downsampling(net)
+    if net in BLOCKS:
+        return resnet.downsampling(net)
+    validate_net(net)
+    return wrn.downsampling(net)
+
+
+def _survives(size: int, steps: tuple[str, ...]) -> bool:
+    for step in steps:
+        # A valid 2x2 max-pool floors the halving; a "same" stride-2 conv rounds it up.
+        size = size // 2 if step == "pool" else -(-size // 2)
+        if size < 1:
+            return False
+    return True
+
+
+def min_input_size(net: str) -> int:
+    """The fewest rows (and columns) an input of `net` may have: every layer keeps at least one of each.
+
+    Computed from the net's down-sampling: the VGGs' valid max-pools floor,
+    so they need 18 (17 -> 8 -> 4 -> 2 -> 1 -> 0); the ResNets' and WRNs'
+    stride-2 "same" convs round up, so they run on any size (a 1-row strip
+    stays 1 row).
+    """
+    steps = _downsampling(net)
+    return next(size for size in range(1, 2 ** (len(steps) + 2)) if _survives(size, steps))
+
+
+def check_input_size(net: str, input_shape: tuple[int, int, int]) -> None:
+    """Raise UserError naming the smallest size that works if `input_shape` is too small for `net`."""
+    height, width = input_shape[:2]
+    smallest = min_input_size(net)
+    if height < smallest or width < smallest:
+        raise UserError(f"{net} needs images of at least {smallest}x{smallest} (its down-sampling shrinks "
+                        f"{height}x{width} to nothing); use --image_size={max(height, smallest)}x"
+                        f"{max(width, smallest)} or larger, or a net with less down-sampling.")
+
+
 def build(config: NetConfig) -> keras.Model:
-    """Build the model a `NetConfig` describes."""
-    return _builder(config.net)(config)
+    """Build the model a `NetConfig` describes (after checking its input is large enough for the net)."""
+    builder = _builder(config.net)
+    check_input_size(config.net, config.input_shape)
+    return builder(config)
 
 
 def get_model(
@@ -56,14 +99,16 @@ def get_model(
 
 __all__ = [
     "NETS",
-    "PACEMAKERS",
+    "PACEMAKER_KINDS",
     "SHAPES",
     "NetConfig",
-    "OnTheFlyReport",
+    "OnTheFlyCheck",
     "build",
     "build_pacemaker",
+    "check_input_size",
     "check_on_the_fly",
     "get_model",
+    "min_input_size",
     "pacemaker_member",
     "validate_net",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 
 from pmkd_tf.errors import UserError
 from pmkd_tf.models.filters import SHAPES
@@ -21,7 +22,8 @@ class NetConfig:
       stem: "NxN" keeps the teacher's stem conv in every variant, as the
         paper does; "body" gives the stem the same shape as the body, for a
         model with no line buffer at all.
-      input_shape: (H, W, C) of the images.
+      input_shape: (H, W, C) of the images: any H and W from
+        `models.min_input_size(net)` up, square or not, and any C.
     """
 
     net: str
@@ -41,6 +43,9 @@ class NetConfig:
             raise UserError(f"width_multiplier must be > 0, got {self.width_multiplier}.")
         if self.num_classes < 2:
             raise UserError(f"num_classes must be >= 2, got {self.num_classes}.")
+        if len(self.input_shape) != 3 or not all(isinstance(d, numbers.Integral) and d > 0 for d in self.input_shape):
+            raise UserError(f"input_shape must be (height, width, channels) of positive integers, got "
+                            f"{self.input_shape}.")
 
     @property
     def stem_shape(self) -> str:

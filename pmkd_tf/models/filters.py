@@ -65,7 +65,7 @@ def scaled(channels: int, width_multiplier: float) -> int:
 
 
 @dataclasses.dataclass(frozen=True)
-class OnTheFlyReport:
+class OnTheFlyCheck:
     """What `check_on_the_fly` found in one model.
 
     `intermediate_conv_params` counts the kernels of the convs whose shape the
@@ -89,7 +89,7 @@ def _convs(model: keras.Model):
             yield layer
 
 
-def check_on_the_fly(model: keras.Model) -> OnTheFlyReport:
+def check_on_the_fly(model: keras.Model) -> OnTheFlyCheck:
     """Report whether every conv after the stem has kernel height 1.
 
     If so, each output row of every layer after the stem depends on a single
@@ -106,7 +106,7 @@ def check_on_the_fly(model: keras.Model) -> OnTheFlyReport:
             offending.append(layer.name)
         if kh * kw > 1:
             intermediate += int(layer.kernel.numpy().size)
-    return OnTheFlyReport(
+    return OnTheFlyCheck(
         on_the_fly=not offending,
         offending_layers=tuple(offending),
         total_params=int(model.count_params()),

@@ -23,7 +23,7 @@ def build_pacemaker(config: NetConfig, kind: str = "ensemble") -> keras.Model:
     from pmkd_tf.models import build
 
     if kind not in KINDS:
-        raise UserError(f"Unknown pacemaker {kind!r}; valid: {', '.join(KINDS)}.")
+        raise UserError(f"Unknown pacemaker kind {kind!r}; valid: {', '.join(KINDS)}.")
     members = [build(config.with_shape(shape)) for shape in KINDS[kind]]
     inputs = keras.Input(config.input_shape, name="image")
     outputs = [member(inputs) for member in members]

@@ -22,6 +22,12 @@ WIDTHS = (64, 128, 256, 512)
 EXPANSION = {"basic": 1, "bottleneck": 4}
 
 
+def downsampling(net: str) -> tuple[str, ...]:
+    """`build_resnet`'s spatial down-sampling steps (see `models.min_input_size`): a stride-2 first block in
+    every stage after the first."""
+    return ("stride",) * (len(BLOCKS[net][1]) - 1)
+
+
 def _shortcut(x: keras.KerasTensor, out_channels: int, stride: int, name: str) -> keras.KerasTensor:
     if stride == 1 and x.shape[-1] == out_channels:
         return x

@@ -22,6 +22,12 @@ STAGES = {
 WIDTHS = (64, 128, 256, 512, 512)
 
 
+def downsampling(net: str) -> tuple[str, ...]:
+    """`build_vgg`'s spatial down-sampling steps in order (see `models.min_input_size`):
+    the first pool, a stride-2 first conv in stages 3 to 5, the last pool."""
+    return ("pool", *("stride",) * (len(STAGES[net]) - 2), "pool")
+
+
 def build_vgg(config: NetConfig) -> keras.Model:
     depths = STAGES[config.net]
     widths = [filters.scaled(w, config.width_multiplier) for w in WIDTHS]

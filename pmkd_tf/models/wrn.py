@@ -29,6 +29,12 @@ def parse_wrn(net: str) -> tuple[int, int] | None:
     return depth, widen
 
 
+def downsampling(net: str) -> tuple[str, ...]:
+    """`build_wrn`'s spatial down-sampling steps (see `models.min_input_size`): a stride-2 first block in
+    stages 2 and 3."""
+    return ("stride", "stride")
+
+
 def _block(x, width: int, stride: int, config: NetConfig, name: str):
     pre = filters.bn_relu(x, f"{name}_pre")
     y = filters.conv(pre, width, config.shape, config.n, stride, name=f"{name}_conv1")

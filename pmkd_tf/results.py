@@ -1,4 +1,4 @@
-"""results.json (every run, per seed) and results.md (the paper's table).
+"""Results tables: results.json (every run, per seed) and results.md (the paper's table).
 
 The table follows the paper: the mean top-1 over seeds per method, marked
 up/down against the baseline, and the stability view of sec. 4.4.3 (each
@@ -8,27 +8,19 @@ seed's deviation from its method's mean, and the spread).
 from __future__ import annotations
 
 import json
-import os
 import statistics
 from pathlib import Path
 
+from pmkd_tf import files, methods
 from pmkd_tf.errors import UserError
-from pmkd_tf.pipeline import METHODS
 
 DEFAULT_TABLE = "results"
 # Experiment settings that do not change a table's numbers: how it was
-# launched, and XLA (which changes speed only). Every other setting does.
-NOT_TABLE_DEFINING = ("command", "jit_compile")
-
-LABELS = {
-    "teacher": "Teacher", "baseline": "Baseline", "kd": "KD", "fitnet": "FitNet", "kd_fitnet": "KD + FitNet",
-    "pm_kd": "PM + KD", "pm_fitnet": "PM + FitNet", "pmkd": "PMKD", "baseline_long": "Baseline (2x epochs)",
-    "kd_fitnet_long": "KD + FitNet (2x epochs)",
-}
+# launched, XLA and steps per execution (which change speed only). Every other setting does.
+NOT_TABLE_DEFINING = ("command", "jit_compile", "steps_per_execution")
 
 # The paper's Table 1 (CIFAR-10 top-1, full-size nets, 200 epochs per phase, 5 seeds),
-# in the order of PAPER_ORDER.
-PAPER_ORDER = ("teacher", "baseline", "kd", "fitnet", "kd_fitnet", "pm_kd", "pm_fitnet", "pmkd")
+# in the order of methods.PAPER_METHODS.
 PAPER_CIFAR10 = {
     "vgg13": (92.93, 69.72, 68.35, 70.84, 65.31, 71.27, 70.96, 71.44),
     "vgg16": (93.63, 70.96, 68.23, 69.27, 65.52, 71.84, 71.69, 72.42),
@@ -51,7 +43,7 @@ def check_same_table(path: Path, experiment: dict) -> None:
     """Refuse to record runs made with other settings into an existing table.
 
     One results.json holds one row per (method, seed) and one settings
-    block; runs of e.g. the Table 4 ablation (`--pacemaker=column`) or a
+    block; runs of e.g. the Table 4 ablation (`--pacemaker_kind=column`) or a
     tuned rho would silently replace the rows of the main table.
     """
     recorded = load(path).get("experiment")
@@ -70,9 +62,7 @@ def record(path: Path, run: dict, experiment: dict) -> dict:
     results = load(path)
     results["experiment"] = experiment
     results["runs"][f"{run['method']}/seed{run['seed']}"] = run
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(results, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    files.atomic_write_json(path, results)
     return results
 
 
@@ -80,8 +70,9 @@ def _by_method(results: dict) -> dict[str, list[dict]]:
     grouped: dict[str, list[dict]] = {}
     for run in results["runs"].values():
         grouped.setdefault(run["method"], []).append(run)
-    order = list(METHODS)
-    return {m: sorted(grouped[m], key=lambda r: r["seed"]) for m in sorted(grouped, key=order.index)}
+    order = {name: i for i, name in enumerate(methods.METHODS)}
+    return {m: sorted(grouped[m], key=lambda r: r["seed"])
+            for m in sorted(grouped, key=lambda m: (order.get(m, len(order)), m))}
 
 
 def summary(results: dict) -> dict[str, dict]:
@@ -116,7 +107,7 @@ def markdown(results: dict) -> str:
         f"`{exp.get('command', '?')}`.  ",
         f"Width multiplier {exp.get('width_multiplier')}, {exp.get('epochs')} epochs per phase, "
         f"rho={exp.get('rho')}, alpha={exp.get('alpha')}, tau={exp.get('temperature')}, "
-        f"pacemaker={exp.get('pacemaker')}, phase 3 starts from: {exp.get('phase3_init')}.",
+        f"pacemaker={exp.get('pacemaker_kind')}, phase 3 starts from: {exp.get('phase3_init')}.",
         "",
         "Top-1 test accuracy (%), mean over seeds; up/down against the baseline. A run's cost counts every "
         "phase it needs, the shared teacher and pacemaker included.",
@@ -126,14 +117,14 @@ def markdown(results: dict) -> str:
     ]
     for method, row in table.items():
         if row["mean"] is None:
-            lines.append(f"| {LABELS[method]} | failed | | | | | |")
+            lines.append(f"| {methods.label(method)} | failed | | | | | |")
             continue
         delta = ""
         if base is not None and method not in ("teacher", "baseline"):
             diff = row["mean"] - base
             delta = f"{'↑' if diff > 0 else '↓'} {diff:+.2f}"
         lines.append(
-            f"| {LABELS[method]} | {row['mean']:.2f} | {delta} | {len(row['seeds'])} | {row['spread']:.2f} | "
+            f"| {methods.label(method)} | {row['mean']:.2f} | {delta} | {len(row['seeds'])} | {row['spread']:.2f} | "
             f"{row['epochs']} | {row['wall_seconds']:.0f} |")
     lines += ["", "## Stability (sec. 4.4.3): each seed's deviation from the method's mean", "",
               "| Method | Per-seed top-1 | Deviation | Range |", "|---|---|---|---|"]
@@ -142,18 +133,18 @@ def markdown(results: dict) -> str:
             continue
         accs = ", ".join(f"{a:.2f}" for a in row["accuracies"])
         devs = ", ".join(f"{d:+.2f}" for d in row["deviations"])
-        lines.append(f"| {LABELS[method]} | [{accs}] | [{devs}] | {row['spread']:.2f} |")
+        lines.append(f"| {methods.label(method)} | [{accs}] | [{devs}] | {row['spread']:.2f} |")
     paper = PAPER_CIFAR10.get(exp.get("net")) if exp.get("dataset") == "cifar10" else None
     if paper and base is not None:
-        paper_row = dict(zip(PAPER_ORDER, paper, strict=True))
+        paper_row = dict(zip(methods.PAPER_METHODS, paper, strict=True))
         lines += ["", "## Against the paper (Table 1, CIFAR-10): deltas against each baseline", "",
                   "The paper trains full-size nets for 200 epochs per phase over 5 seeds; this table's "
                   "settings are above.", "", "| Method | Ours | Paper |", "|---|---|---|"]
         for method, row in table.items():
             if method in paper_row and method not in ("teacher", "baseline") and row["mean"] is not None:
-                lines.append(f"| {LABELS[method]} | {row['mean'] - base:+.2f} | "
+                lines.append(f"| {methods.label(method)} | {row['mean'] - base:+.2f} | "
                              f"{paper_row[method] - paper_row['baseline']:+.2f} |")
     failed = [(m, f) for m, row in table.items() for f in row["failed"]]
     if failed:
-        lines += ["", "## Failed runs", ""] + [f"- {LABELS[m]}, {f}" for m, f in failed]
+        lines += ["", "## Failed runs", ""] + [f"- {methods.label(m)}, {f}" for m, f in failed]
     return "\n".join(lines) + "\n"

@@ -1,4 +1,4 @@
-"""The export pipeline: a trained student in; verified `.tflite`s, board sources and a report out.
+"""The exporter: a trained student in; verified `.tflite`s, board sources, the C engine and a report out.
 
 Every claim in the report is measured on this machine: int8 accuracy
 against the float Keras model on the test set, TFLite Micro against
@@ -19,6 +19,7 @@ from absl import logging
 
 from pmkd_tf import data
 from pmkd_tf.export import carray, micro, streaming, tflite
+from pmkd_tf.export.cstream import export as cstream
 from pmkd_tf.export.errors import ExportError
 
 FILES = ("model_float.tflite", "model_int8.tflite", "model_data.cc", "model_data.h", "model_ops.h",
@@ -30,14 +31,20 @@ class ExportOptions:
     """How much of each check to run (the CLI's flags; defaults suit a full CIFAR test set).
 
     micro_examples: test images run through TFLite Micro and compared with LiteRT.
-    float_stream_examples: test images streamed through the float Keras student.
+    float_stream_examples: test images streamed through the float `.tflite`.
     int8_stream_examples: test images streamed through the int8 model (0 = all).
     latency_runs: timed LiteRT invokes per model (the median is reported).
+    c_engine: "auto", "on" or "off": the C engine in c/ and its checks (see cstream.export).
+    c_stream_examples: test images run through the C engine on the host (0 = all).
+    cortex_m4_examples: of those, the images run on the emulated Cortex-M4.
     """
 
     micro_examples: int = 32
     float_stream_examples: int = 4
     int8_stream_examples: int = 1000
+    c_engine: str = "auto"
+    c_stream_examples: int = 1000
+    cortex_m4_examples: int = 100
     latency_runs: int = 200
     verbose: bool = True
 
@@ -71,25 +78,8 @@ def _verify_micro(int8_model: bytes, pixels: np.ndarray, expected: np.ndarray, d
     }
 
 
-def _stream_float(student: keras.Model, pixels: np.ndarray, splits: data.Splits, line_buffers: bool) -> dict:
-    """Stream normalised images through the float student and compare with its full-frame logits."""
-    images = keras.ops.convert_to_numpy(data.normalize(pixels, splits.mean, splits.std))
-    expected = tflite.keras_logits(student, pixels, splits.mean, splits.std)
-    stages = streaming.keras_stages(student, line_buffers)
-    results = [streaming.stream(stages, image) for image in images]
-    return {
-        "images": len(results),
-        "max_abs_logit_diff": float(max(np.max(np.abs(r.logits - e)) for r, e in zip(results, expected))),
-        "peak_bytes": results[0].peak_bytes,
-        "frame_peak_bytes": results[0].frame_peak_bytes,
-        "line_buffer_rows": results[0].line_buffer_rows,
-    }
-
-
-def _stream_int8(int8_model: bytes, pixels: np.ndarray, expected: np.ndarray, line_buffers: bool,
-                 verbose: bool) -> dict:
-    """Stream images through the int8 model and compare with its full-frame outputs (`expected`)."""
-    streamer = streaming.Int8Streamer(int8_model, line_buffers)
+def _stream(streamer: streaming.TFLiteStreamer, pixels: np.ndarray, expected: np.ndarray, verbose: bool) -> dict:
+    """Stream images through one `.tflite` and compare with its full-frame outputs (`expected`, same kernels)."""
     progress = keras.utils.Progbar(len(pixels), unit_name="image") if verbose else None
     results = []
     for index, image in enumerate(pixels):
@@ -100,6 +90,7 @@ def _stream_int8(int8_model: bytes, pixels: np.ndarray, expected: np.ndarray, li
     return {
         "images": len(results),
         "bit_exact_images": int(np.sum(np.all(logits == expected, axis=1))),
+        "max_abs_logit_diff": float(np.max(np.abs(logits.astype(np.float64) - expected))),  # raw output units
         "prediction_agreement": float(np.mean(np.argmax(logits, 1) == np.argmax(expected, 1))),
         "peak_bytes": results[0].peak_bytes,
         "frame_peak_bytes": results[0].frame_peak_bytes,
@@ -107,20 +98,21 @@ def _stream_int8(int8_model: bytes, pixels: np.ndarray, expected: np.ndarray, li
     }
 
 
-def _streaming(student, int8_model, splits, int8_out: np.ndarray, options: ExportOptions) -> dict:
-    """Row-stream test images (float and int8); a teacher is streamed with line buffers and marked refused."""
-    refusal = streaming.not_on_the_fly_reason(student)
-    on_the_fly = refusal is None
-    count = options.int8_stream_examples or len(splits.test_images)
-    section: dict = {"on_the_fly": on_the_fly}
-    if not on_the_fly:
-        section["refused"] = refusal
-        logging.warning("%s is not on-the-fly; measuring it with N-row line buffers instead.", student.name)
-    section["float"] = _stream_float(student, splits.test_images[:options.float_stream_examples], splits,
-                                     line_buffers=not on_the_fly)
-    logging.info("Streaming %d test images row by row through the int8 model.", min(count, len(splits.test_images)))
-    section["int8"] = _stream_int8(int8_model, splits.test_images[:count], int8_out[:count], not on_the_fly,
-                                   options.verbose)
+def _streaming(name: str, converted: dict[str, bytes], pixels: np.ndarray, int8_out: np.ndarray,
+               options: ExportOptions) -> dict:
+    """Row-stream test images through the float and int8 `.tflite`; a teacher gets line buffers, marked refused."""
+    streamers = {kind: streaming.TFLiteStreamer(model, line_buffers=True) for kind, model in converted.items()}
+    refusal = streamers["int8"].refusal
+    section: dict = {"on_the_fly": refusal is None}
+    if refusal:
+        section["refused"] = f"{name} is {refusal}"
+        logging.warning("%s is not on-the-fly; measuring it with N-row line buffers instead.", name)
+    floats = pixels[:options.float_stream_examples]
+    expected = tflite.LiteRT(converted["float"], "reference").outputs(floats)
+    section["float"] = _stream(streamers["float"], floats, expected, options.verbose)
+    count = min(options.int8_stream_examples or len(pixels), len(pixels))
+    logging.info("Streaming %d test images row by row through the int8 model.", count)
+    section["int8"] = _stream(streamers["int8"], pixels[:count], int8_out[:count], options.verbose)
     return section
 
 
@@ -193,7 +185,8 @@ def export_student(student: keras.Model, splits: data.Splits, out_dir: str | Pat
             "runs": options.latency_runs, "threads": 1, "kernels": "LiteRT default (XNNPACK)",
         },
     }
-    report["streaming"] = _streaming(student, int8_model, splits, int8_out, options)
+    report["streaming"] = _streaming(student.name, {"float": float_model, "int8": int8_model}, images, int8_out,
+                                     options)
     report["streaming"]["tflm_arena_bytes"] = arena.minimum
     board = carray.BoardInfo(
         source=Path(source).name if source else student.name, input_shape=tuple(default.input.shape[1:]),
@@ -201,9 +194,15 @@ def export_student(student: keras.Model, splits: data.Splits, out_dir: str | Pat
         output_scale=default.output.scale, output_zero_point=default.output.zero_point,
         class_names=tuple(splits.class_names), arena_bytes=arena.board, measured_arena_bytes=arena.minimum)
     carray.write_board_files(out_dir, int8_model, board, ops)
-    report["files"] = [str(out_dir / name) for name in FILES]
+    count = options.c_stream_examples or len(images)
+    c_inputs = tflite.quantize_pixels(images[:count], default.input)
+    report["c_stream"] = cstream.export_c(int8_model, out_dir / "c", c_inputs, int8_out[:count], options.c_engine,
+                                          options.cortex_m4_examples)
+    report["files"] = [str(out_dir / name) for name in FILES] + report["c_stream"].get("files", [])
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out_dir / "summary.txt").write_text(summary(report))
+    if options.c_engine == "on" and cstream.failure(report["c_stream"]):
+        raise ExportError(cstream.failure(report["c_stream"]))
     return report
 
 
@@ -242,10 +241,11 @@ def summary(report: dict) -> str:
     mode = "row streaming" if st["on_the_fly"] else "line-buffered streaming"
     fl, i8 = st["float"], st["int8"]
     lines += [
-        f"  {mode:<17} float: max |logit diff| {fl['max_abs_logit_diff']:.2e} over {fl['images']} images; "
-        f"int8: {i8['bit_exact_images']}/{i8['images']} images bit-exact, "
+        f"  {mode:<17} float: {fl['bit_exact_images']}/{fl['images']} images bit-exact (max |logit diff| "
+        f"{fl['max_abs_logit_diff']:.2e}); int8: {i8['bit_exact_images']}/{i8['images']} images bit-exact, "
         f"{100 * i8['prediction_agreement']:.2f}% same prediction",
         f"  activation memory int8 {mode} {_kib(i8['peak_bytes'])} vs full frame {_kib(i8['frame_peak_bytes'])} "
         f"vs TFLM arena {_kib(st['tflm_arena_bytes'])}; line buffer {i8['line_buffer_rows']} rows",
     ]
+    lines += cstream.summary_lines(report["c_stream"])
     return "\n".join(lines) + "\n"

@@ -1,0 +1,119 @@
+"""The flags `experiments.run` and `experiments.tune` share, and how both turn them into an Experiment.
+
+Choices are absl enums and ranges are absl validators, so a bad value is
+refused while the command line is parsed; `parse` turns absl's refusal into
+the project's one `error:` line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import flags, logging
+
+from pmkd_tf import data, models, pipeline
+from pmkd_tf.errors import UserError
+from pmkd_tf.recipe import PRESETS, WEIGHT_DECAY_KINDS, Recipe
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("net", "resnet18", f"Network: {', '.join(models.NETS)} or any wrn_D_K.")
+flags.DEFINE_string("dataset", "cifar10", f"Dataset: {data.DATASET_HELP}.")
+flags.DEFINE_string("data_dir", None, f"Image-folder root (<data_dir>/<dataset>/{{train,test}}/<class>/*); "
+                    f"default ${data.ENV_DATA_DIR}, else tensorflow-datasets.")
+flags.DEFINE_string("image_size", None, "HxW every image is resized to, e.g. 24x96 (default: the dataset's native "
+                    "size; for a folder its most common size).")
+flags.DEFINE_enum("channels", None, ["1", "3"], "1 (grayscale) or 3 (colour); default 1 if every training image is "
+                  "grayscale, else 3.")
+flags.DEFINE_enum("augment", None, list(data.AUGMENTS), "Training augmentation (default: the paper's for "
+                  "cifar10/cifar100/svhn, else crop_flip).")
+flags.DEFINE_float("test_fraction", 0.2, "Share of each class held out as the test split of a folder without test/.")
+flags.DEFINE_enum("preset", "cpu", list(PRESETS), "Scale of the run; explicit flags override it.")
+flags.DEFINE_integer("batch_size", None, "Batch size (default: the preset's).", lower_bound=1)
+flags.DEFINE_float("learning_rate", 0.1, "Initial SGD learning rate.", lower_bound=0)
+flags.DEFINE_enum("weight_decay_kind", None, list(WEIGHT_DECAY_KINDS), "coupled: L2 in the gradient before "
+                  "momentum (the paper's, PyTorch's); decoupled: Keras'. Default: the preset's.")
+flags.DEFINE_float("width_multiplier", None, "Channel multiplier of every net (default: the preset's).")
+flags.DEFINE_integer("n", 3, "N of the NxN / 1xN / Nx1 filters.")
+flags.DEFINE_float("rho", 1.0, "Weight of the feature loss (paper: 0.01 to 5).")
+flags.DEFINE_float("alpha", 0.9, "Weight of the logit KD loss; CE gets 1 - alpha.")
+flags.DEFINE_float("temperature", 4.0, "KD temperature tau.")
+flags.DEFINE_enum("pacemaker_kind", "ensemble", list(models.PACEMAKER_KINDS),
+                  "The pacemaker: ensemble (1xN & Nx1, the paper's), column (Nx1) or row (1xN).")
+flags.DEFINE_enum("phase3_init", "student", list(pipeline.PHASE3_INITS), "Phase 3 starts from the phase-2 "
+                  "student (sec. 3.2) or pacemaker_row (Fig. 2: the pacemaker's 1xN member).")
+flags.DEFINE_bool("teacher_per_seed", False, "Train one teacher per seed instead of one shared teacher.")
+flags.DEFINE_integer("train_examples", None, "Subsample the training set (seeded).", lower_bound=1)
+flags.DEFINE_integer("test_examples", None, "Subsample the test set (seeded).", lower_bound=1)
+flags.DEFINE_integer("validation_examples", 0, "Hold out this many training images for validation.", lower_bound=0)
+flags.DEFINE_string("out_dir", "runs", "Where phases and results go.")
+flags.DEFINE_enum("precision", "float32", list(pipeline.PRECISIONS), "Keras dtype policy of every phase "
+                  "(mixed_float16 scales the loss, as Keras does).")
+flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step.")
+flags.DEFINE_integer("steps_per_execution", 1, "Batches per call of the compiled train function.", lower_bound=1)
+flags.register_validator("width_multiplier", lambda value: value is None or value > 0,
+                         "width_multiplier must be > 0")
+
+
+def parse(argv: list[str]) -> list[str]:
+    """absl's parser (`app.run(..., flags_parser=parse)`), with a bad value as one `error:` line and exit 2."""
+    try:
+        rest = FLAGS(argv)
+    except flags.Error as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    if len(rest) > 1:
+        print(f"error: unexpected arguments {' '.join(rest[1:])}; use --flag=value.", file=sys.stderr)
+        sys.exit(2)
+    return rest
+
+
+def experiment(epochs: int | None, tuned: dict | None = None) -> pipeline.Experiment:
+    """Resolve preset + flags (+ tuned hyperparameters) into an Experiment, and log its scale."""
+    preset = PRESETS[FLAGS.preset]
+    tuned = tuned or {}
+
+    def pick(flag, default):
+        return default if flag is None else flag
+
+    recipe = Recipe(epochs=pick(epochs, preset.epochs), batch_size=pick(FLAGS.batch_size, preset.batch_size),
+                    learning_rate=FLAGS.learning_rate,
+                    weight_decay_kind=pick(FLAGS.weight_decay_kind, preset.weight_decay_kind))
+    exp = pipeline.Experiment(
+        dataset=FLAGS.dataset, net=FLAGS.net, recipe=recipe,
+        width_multiplier=pick(FLAGS.width_multiplier, preset.width_multiplier), n=FLAGS.n,
+        rho=tuned.get("rho", FLAGS.rho), alpha=tuned.get("alpha", FLAGS.alpha),
+        temperature=tuned.get("temperature", FLAGS.temperature), pacemaker_kind=FLAGS.pacemaker_kind,
+        phase3_init=FLAGS.phase3_init, teacher_per_seed=FLAGS.teacher_per_seed,
+        train_examples=pick(FLAGS.train_examples, preset.train_examples),
+        test_examples=pick(FLAGS.test_examples, preset.test_examples),
+        validation_examples=FLAGS.validation_examples,
+        image_size=data.parse_image_size(FLAGS.image_size) if FLAGS.image_size else None,
+        channels=int(FLAGS.channels) if FLAGS.channels else None, augment=FLAGS.augment,
+        test_fraction=FLAGS.test_fraction, precision=FLAGS.precision,
+        jit_compile=FLAGS.jit_compile, steps_per_execution=FLAGS.steps_per_execution,
+    )
+    images = "all" if exp.train_examples is None else f"{exp.train_examples:,}"
+    logging.info("Scale: preset %s -> width x%g, %d epochs per phase, %s training images, batch %d, %s weight "
+                 "decay%s", FLAGS.preset, exp.width_multiplier, recipe.epochs, images, recipe.batch_size,
+                 recipe.weight_decay_kind, " (the paper's recipe)" if FLAGS.preset == "paper" and not any(
+                     FLAGS[name].present for name in ("epochs", "trial_epochs", "width_multiplier", "batch_size",
+                                                      "train_examples") if name in FLAGS)
+                 else "; --preset=paper is the paper's recipe")
+    return exp
+
+
+def data_dir() -> str | None:
+    return FLAGS.data_dir or data.default_data_dir()
+
+
+def main_guard(body) -> None:
+    """Run a CLI body: a user's mistake is one `error:` line and exit 2; Ctrl-C says how to resume, exit 130."""
+    try:
+        body()
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("Interrupted: finished epochs are saved; re-run the same command to resume.", file=sys.stderr)
+        sys.exit(130)

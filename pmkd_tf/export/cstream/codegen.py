@@ -1,0 +1,261 @@
+"""`<out_dir>/c/`: a dependency-free C engine that runs the int8 model row by row, generated from its `.tflite`.
+
+The C is a small fixed engine plus generated tables, not code unrolled per
+model:
+
+* `pmkd_stream.c`, `pmkd_engine.h` (fixed, copied from `engine/`): the
+  scheduler and the int8 kernels (conv, max pool, add, mul, mean, collect);
+* `pmkd_stream.h` (generated): the API, the input/output macros and the
+  complete `pmkd_stream` struct, so `sizeof(pmkd_stream)` is the model's RAM;
+* `pmkd_model.c` (generated): one `const` table entry per node, with its
+  weights, folded biases, per-channel multipliers and shifts, the rows it
+  computes and where its rows live in the arena (`plan.py`).
+
+The directory is written under a temporary name and renamed into place, so a
+model the engine cannot run (`StreamingError`) leaves no `c/` behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from pmkd_tf.export.cstream import graph as graph_module
+from pmkd_tf.export.cstream.graph import ADD, COLLECT, CONV, INPUT, MAX_POOL, MEAN, MUL, Graph, Node
+from pmkd_tf.export.cstream.plan import Plan, make_plan
+
+ENGINE_DIR = Path(__file__).resolve().parent / "engine"
+ENGINE_FILES = ("pmkd_stream.c", "pmkd_engine.h")
+HEADER, MODEL = "pmkd_stream.h", "pmkd_model.c"
+FILES = (HEADER, *ENGINE_FILES, MODEL)
+_KIND_ENUM = {INPUT: "PMKD_INPUT", CONV: "PMKD_CONV", MAX_POOL: "PMKD_MAX_POOL", ADD: "PMKD_ADD", MUL: "PMKD_MUL",
+              MEAN: "PMKD_MEAN", COLLECT: "PMKD_COLLECT"}
+
+
+@dataclasses.dataclass(frozen=True)
+class CSources:
+    """What `write_c_sources` wrote and what the plan says about it (the measured sizes come from compiling)."""
+
+    directory: Path
+    files: tuple[str, ...]
+    input_shape: tuple[int, int, int]
+    classes: int
+    nodes: int
+    arena_bytes: int
+    macs: int
+    macs_executed: int
+    input_rows_read: int
+
+    def plan_summary(self) -> dict:
+        """The report's view of the plan."""
+        return {"nodes": self.nodes, "arena_bytes": self.arena_bytes, "macs": self.macs,
+                "macs_executed": self.macs_executed, "input_rows_read": self.input_rows_read,
+                "input_rows": self.input_shape[0]}
+
+
+def _array(ctype: str, name: str, values, per_line: int, form: str = "d") -> str:
+    """A `static const` C array, `per_line` values a line."""
+    values = [int(v) for v in np.asarray(values).reshape(-1)]
+    lines = [", ".join(f"{v:{form}}" for v in values[i:i + per_line]) for i in range(0, len(values), per_line)]
+    body = ",\n    ".join(lines)
+    return f"static const {ctype} {name}[{len(values)}] = {{\n    {body}\n}};\n"
+
+
+def _bitmap(rows: np.ndarray) -> list[int]:
+    """The live rows as bytes, row r in bit r % 8 of byte r / 8."""
+    return [int(b) for b in np.packbits(rows.astype(np.uint8), bitorder="little")]
+
+
+def _float(value: float) -> str:
+    """A float32 as a C float literal that reads back as the same float (9 significant digits)."""
+    text = f"{float(np.float32(value)):.9g}"
+    return f"{text}{'' if any(c in text for c in '.e') else '.0'}f"
+
+
+def _shape(shape: tuple[int, int, int]) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+def _describe(index: int, node: Node, plan: Plan) -> str:
+    """The comment above a node's tables: what it is, what it computes, where its rows live."""
+    live = plan.live[index]
+    rows = f"{int(live.sum())} of {len(live)} rows" if not live.all() else f"all {len(live)} rows"
+    if plan.ring[index]:
+        where = f"ring of {plan.ring[index]} row(s) at arena byte {plan.offset[index]}"
+        if plan.chain[index] != index:
+            where += f", in place over node {plan.chain[index]}"
+    else:
+        where = "read in place from the caller's row"
+    inputs = f" <- node {', '.join(str(i) for i in node.inputs)}" if node.inputs else ""
+    shapes = f"{_shape(node.in_shape)} -> {_shape(node.out_shape)}" if node.inputs else _shape(node.out_shape)
+    return f"/* node {index}: {node.label}{inputs}, {shapes}; {rows}; {where} */"
+
+
+def _params(index: int, node: Node, plan: Plan) -> tuple[str, str]:
+    """(C definitions of the node's constant arrays and parameter struct, the initializer of `.params`)."""
+    p, name = node.params, f"node{index}"
+    if node.kind == CONV:
+        code = (_array("int8_t", f"{name}_weights", p["weights"], 24)
+                + _array("int32_t", f"{name}_bias", p["bias"], 8)
+                + _array("int32_t", f"{name}_multiplier", p["multiplier"], 8)
+                + _array("int8_t", f"{name}_shift", p["shift"], 24)
+                + f"static const pmkd_conv {name}_params = {{\n"
+                  f"    .weights = {name}_weights, .bias = {name}_bias, .multiplier = {name}_multiplier,\n"
+                  f"    .shift = {name}_shift, .input_zero_point = {p['input_zero_point']}, "
+                  f".output_zero_point = {p['output_zero_point']}}};\n")
+        return code, f"&{name}_params"
+    if node.kind in (ADD, MUL):
+        code = ""
+        constant = "NULL"
+        if p["constant"] is not None:
+            code += _array("int8_t", f"{name}_constant", p["constant"], 24)
+            constant = f"{name}_constant"
+        multiplier = p.get("multiplier", [0, 0])
+        shift = p.get("shift", [0, 0])
+        code += (f"static const pmkd_elementwise {name}_params = {{\n"
+                 f"    .constant = {constant}, .constant_slot = {max(p['constant_slot'], 0)},\n"
+                 f"    .offset = {{{p['offset'][0]}, {p['offset'][1]}}}, "
+                 f".multiplier = {{{multiplier[0]}, {multiplier[1]}}}, .shift = {{{shift[0]}, {shift[1]}}},\n"
+                 f"    .output_multiplier = {p['output_multiplier']}, .output_shift = {p['output_shift']}, "
+                 f".output_zero_point = {p['output_zero_point']}}};\n")
+        return code, f"&{name}_params"
+    if node.kind == MEAN:
+        code = (f"static const pmkd_mean {name}_params = {{\n"
+                f"    .sums = {plan.accumulator[index]}, .multiplier = {p['multiplier']}, .shift = {p['shift']},\n"
+                f"    .input_sum_offset = {p['input_sum_offset']}, .output_zero_point = {p['output_zero_point']}}};\n")
+        return code, f"&{name}_params"
+    return "", "NULL"
+
+
+def _node_entry(index: int, node: Node, plan: Plan, params: str) -> str:
+    inputs = list(node.inputs) + [0] * (2 - len(node.inputs))
+    (in_h, in_w, in_c), (out_h, out_w, out_c) = node.in_shape, node.out_shape
+    return (f"    {{.kind = {_KIND_ENUM[node.kind]}, .inputs = {len(node.inputs)}, .in = {{{inputs[0]}, {inputs[1]}}},"
+            f" .live = node{index}_live, .params = {params},\n"
+            f"     .in_h = {in_h}, .in_w = {in_w}, .in_c = {in_c}, .out_h = {out_h}, .out_w = {out_w}, "
+            f".out_c = {out_c},\n"
+            f"     .kh = {node.window}, .kw = {node.kernel_w}, .sh = {node.stride}, .sw = {node.stride_w}, "
+            f".pad_top = {node.pad_top}, .pad_left = {node.pad_left},\n"
+            f"     .ring = {plan.ring[index]}, .offset = {plan.offset[index]}, "
+            f".act_min = {node.act[0]}, .act_max = {node.act[1]}}},\n")
+
+
+def model_source(plan: Plan, source: str) -> str:
+    """pmkd_model.c: the node table and every constant it points to."""
+    parts = [f"/* pmkd_model.c: the tables of {source} for the row-streaming engine (pmkd_stream.c).\n"
+             " * Generated by pmkd_tf.export.cstream; do not edit. All of it is const (flash). */\n"
+             "#include <stddef.h>\n\n#include \"pmkd_engine.h\"\n"]
+    entries = []
+    for index, node in enumerate(plan.graph.nodes):
+        code, params = _params(index, node, plan)
+        parts.append("\n" + _describe(index, node, plan) + "\n" + code
+                     + _array("uint8_t", f"node{index}_live", _bitmap(plan.live[index]), 16, "#04x"))
+        entries.append(f"    /* {index}: {node.label} */\n" + _node_entry(index, node, plan, params))
+    parts.append("\nconst pmkd_node pmkd_nodes[PMKD_NODE_COUNT] = {\n" + "".join(entries) + "};\n")
+    return "".join(parts)
+
+
+def header_source(plan: Plan, source: str) -> str:
+    """pmkd_stream.h: the API, the model's macros and the complete state struct."""
+    graph = plan.graph
+    height, width, channels = graph.input_shape
+    max_window = max(node.window for node in graph.nodes if node.kind in (CONV, MAX_POOL)) if any(
+        node.kind in (CONV, MAX_POOL) for node in graph.nodes) else 1
+    row_type = "uint8_t" if max(node.out_shape[0] for node in graph.nodes) < 255 and \
+        max(node.in_shape[0] for node in graph.nodes) < 255 else "uint16_t"
+    return f"""/* pmkd_stream.h: {source} as a row-streaming C engine. Generated by pmkd_tf.export.cstream; do not edit.
+ *
+ *     static pmkd_stream s;            all mutable state: sizeof(pmkd_stream) is the RAM, besides the stack
+ *     pmkd_stream_reset(&s);
+ *     for (int r = 0; r < PMKD_INPUT_HEIGHT; ++r)
+ *         pmkd_stream_push_row(&s, row);
+ *     const int8_t *logits = pmkd_stream_logits(&s);
+ *
+ * A row is PMKD_INPUT_WIDTH * PMKD_INPUT_CHANNELS int8, channels interleaved, rows top to bottom,
+ * quantised as model_int8.tflite's input: int8 = round(pixel / PMKD_INPUT_SCALE) + PMKD_INPUT_ZERO_POINT
+ * (with scale 1 and zero point -128: pixel - 128). The caller's row need only stay valid during the call.
+ * The PMKD_NUM_CLASSES int8 logits equal model_int8.tflite's output bit for bit (LiteRT's reference
+ * kernels, TFLite Micro); logit = (int8 - PMKD_OUTPUT_ZERO_POINT) * PMKD_OUTPUT_SCALE.
+ * pmkd_stream_logits returns NULL until the last row is in; more rows than PMKD_INPUT_HEIGHT are ignored
+ * until the next pmkd_stream_reset. The logits depend on {plan.input_rows_read} of the {height} input rows; the
+ * engine skips the others (and every row no later layer reads).
+ */
+#ifndef PMKD_STREAM_H
+#define PMKD_STREAM_H
+
+#include <stdint.h>
+
+#define PMKD_INPUT_HEIGHT {height}
+#define PMKD_INPUT_WIDTH {width}
+#define PMKD_INPUT_CHANNELS {channels}
+#define PMKD_NUM_CLASSES {graph.classes}
+#define PMKD_INPUT_SCALE {_float(graph.input_scale)}
+#define PMKD_INPUT_ZERO_POINT ({graph.input_zero_point})
+#define PMKD_OUTPUT_SCALE {_float(graph.output_scale)}
+#define PMKD_OUTPUT_ZERO_POINT ({graph.output_zero_point})
+
+/* The engine's sizes for this model. */
+#define PMKD_NODE_COUNT {len(graph.nodes)}
+#define PMKD_ARENA_BYTES {plan.arena_bytes}
+#define PMKD_MAX_WINDOW {max_window}
+typedef {row_type} pmkd_row;
+
+/* Rows in flight, line buffers, shortcut queues and the MEAN sums, at offsets planned offline; and the
+ * next row of every node. */
+typedef struct pmkd_stream {{
+    int32_t arena[(PMKD_ARENA_BYTES + 3) / 4];
+    pmkd_row next[PMKD_NODE_COUNT];
+}} pmkd_stream;
+
+void pmkd_stream_reset(pmkd_stream *s);
+void pmkd_stream_push_row(pmkd_stream *s, const int8_t *row);
+const int8_t *pmkd_stream_logits(const pmkd_stream *s);
+
+#endif /* PMKD_STREAM_H */
+"""
+
+
+def generate(int8_model: bytes, source: str = "model_int8.tflite",
+             skip_dead_rows: bool = True) -> tuple[dict[str, str], Plan]:
+    """The files of `c/` (name -> text) and the plan behind them; raises `StreamingError` if the engine cannot run
+    the model."""
+    graph: Graph = graph_module.parse(int8_model)
+    plan = make_plan(graph, skip_dead_rows)
+    texts = {HEADER: header_source(plan, source), MODEL: model_source(plan, source)}
+    for name in ENGINE_FILES:
+        texts[name] = (ENGINE_DIR / name).read_text()
+    return texts, plan
+
+
+def write_c_sources(int8_model: bytes, c_dir: str | Path, source: str = "model_int8.tflite",
+                    skip_dead_rows: bool = True) -> CSources:
+    """Generate the C engine of an int8 model into `c_dir` (replacing it whole); see the module docstring.
+
+    `skip_dead_rows=False` makes the engine compute every row, as a
+    full-frame runtime does (same logits, more work), for comparisons.
+    """
+    texts, plan = generate(int8_model, source, skip_dead_rows)
+    c_dir = Path(c_dir).expanduser()
+    c_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{c_dir.name}.new.", dir=c_dir.parent))
+    try:
+        for name in FILES:
+            (staging / name).write_text(texts[name])
+        if c_dir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{c_dir.name}.old.", dir=c_dir.parent))
+            os.replace(c_dir, old / c_dir.name)
+            os.replace(staging, c_dir)
+            shutil.rmtree(old)
+        else:
+            os.replace(staging, c_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    graph = plan.graph
+    return CSources(directory=c_dir, files=FILES, input_shape=graph.input_shape, classes=graph.classes,
+                    nodes=len(graph.nodes), arena_bytes=plan.arena_bytes, macs=plan.macs,
+                    macs_executed=plan.macs_executed, input_rows_read=plan.input_rows_read)

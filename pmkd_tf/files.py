@@ -1,0 +1,55 @@
+"""Files that survive a kill at any instant: atomic writes and process locks.
+
+Every result on disk is written to a temporary name and renamed into place
+(`os.replace` is atomic on POSIX), so a reader sees the old file or the new
+one, never half of one. Locks are `flock`s, which die with their process,
+so a killed runner never leaves a stale lock behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import keras
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically; the temp name is per process, so concurrent writers never collide."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj: object) -> None:
+    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def atomic_save_model(model: keras.Model, path: Path) -> None:
+    """`model.save(path)`, atomically (Keras needs the `.keras` suffix on the temp name too)."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+class Busy(Exception):
+    """Another process holds the lock (raised only by `lock(..., wait=False)`)."""
+
+
+@contextlib.contextmanager
+def lock(path: Path, wait: bool = True) -> Iterator[None]:
+    """Hold an exclusive `flock` on `path` for the block; wait for it, or raise `Busy` at once."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise Busy(str(path)) from None
+        yield

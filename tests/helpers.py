@@ -1,0 +1,29 @@
+"""Small helpers several test files share."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+
+def randomise_batch_norm(model: keras.Model, seed: int = 0) -> keras.Model:
+    """Give every BatchNormalization non-trivial statistics, so a wrong kernel or stream changes the logits."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            channels = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0.0, 0.3, channels))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, channels))
+            layer.gamma.assign(rng.uniform(0.5, 1.5, channels))
+            layer.beta.assign(rng.normal(0.0, 0.3, channels))
+    return model
+
+
+def require_tools(missing: list[str], what: str) -> None:
+    """Skip naming what to install, or fail under CI=true (where `.ci/run` installs every tool)."""
+    if missing:
+        message = f"{what} impossible: " + "; ".join(missing)
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)

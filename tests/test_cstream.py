@@ -1,0 +1,208 @@
+"""The generated C engine on the host: bit-exact with LiteRT's reference kernels for every family, small state.
+
+Needs a C compiler (Debian's gcc) and binutils' `size`: under CI=true a missing
+tool fails these tests; elsewhere they skip, naming the package to install.
+"""
+
+import dataclasses
+import json
+import re
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from helpers import randomise_batch_norm, require_tools
+
+from pmkd_tf import models
+from pmkd_tf.export import tflite
+from pmkd_tf.export.cstream import codegen, export, graph, host, plan
+from pmkd_tf.export.errors import StreamingError
+
+TINY = 1 / 16
+CALIBRATION = 100
+IMAGES = 160  # all of the cifar fixture's test images
+
+
+@pytest.fixture(scope="module")
+def compiler():
+    """The host compiler and `size`, or a skip (a failure under CI=true) naming what to install."""
+    require_tools(host.tools_missing(), "host C check")
+
+
+
+
+def _reshape(images: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """Real CIFAR pixels in another input shape: tiled and cropped to H x W, RGB averaged to grey for one channel."""
+    height, width, channels = shape
+    tiles = (1, -(-height // images.shape[1]), -(-width // images.shape[2]), 1)
+    images = np.tile(images, tiles)[:, :height, :width]
+    if channels == 1:
+        images = np.round(images.mean(axis=-1, keepdims=True)).astype(np.uint8)
+    return images
+
+
+class Case:
+    """One int8 model of the zoo, its generated c/ and its host check on real images."""
+
+    def __init__(self, cifar, tmp_path_factory, net: str, shape: str, input_shape=(32, 32, 3), seed: int = 0):
+        keras.utils.set_random_seed(seed)
+        model = randomise_batch_norm(models.get_model(net, shape, 10, TINY, input_shape=input_shape), seed)
+        channels = input_shape[2]
+        mean, std = (cifar.mean, cifar.std) if channels == 3 else ([0.47], [0.25])
+        self.int8 = tflite.convert_int8(tflite.deployable(model, mean, std),
+                                        _reshape(cifar.train_images[:CALIBRATION], input_shape))
+        reference = tflite.LiteRT(self.int8, "reference")
+        self.inputs = tflite.quantize_pixels(_reshape(cifar.test_images[:IMAGES], input_shape), reference.input)
+        self.expected = np.stack([reference.invoke(x) for x in self.inputs])
+        self.c_dir = tmp_path_factory.mktemp(f"{net}_{shape}") / "c"
+        self.sources = codegen.write_c_sources(self.int8, self.c_dir)
+        self.host = host.check(self.c_dir, self.inputs, self.expected)
+
+
+# Every family in 1xN and a teacher; one non-square input (whose last pool leaves 2 rows to flatten) and one
+# grey input ride along, so that each export (the slow part) covers as much as it can.
+CASES = {
+    "vgg13_1xN_64x40": ("vgg13", "1xN", (64, 40, 3)),
+    "resnet18_1xN": ("resnet18", "1xN"),
+    "resnet18_NxN": ("resnet18", "NxN"),
+    "resnet50_1xN": ("resnet50", "1xN"),
+    "wrn_10_10_1xN_grey": ("wrn_10_10", "1xN", (32, 32, 1)),
+}
+
+
+@pytest.fixture(scope="module")
+def cases(compiler, cifar, tmp_path_factory):
+    """Every case of CASES, built once (an export and a compile each)."""
+    return {name: Case(cifar, tmp_path_factory, *spec, seed=index) for index, (name, spec) in enumerate(CASES.items())}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_every_logit_equals_litert_reference_kernels(cases, name):
+    case = cases[name]
+    assert len(np.unique(case.expected, axis=0)) > 20  # the logits vary, so equality means something
+    assert case.host["images"] == IMAGES
+    assert (case.host["mismatched"], case.host["mismatched_values"]) == (0, 0), case.host
+    assert case.host["state_bytes"] >= case.sources.arena_bytes > 0
+    assert 0 < case.host["peak_stack_bytes"] < 4096
+    assert case.host["code_bytes"] > 0 and case.host["const_bytes"] > 0
+    assert case.host["data_bytes"] == case.host["bss_bytes"] == 0  # all mutable state is the caller's pmkd_stream
+
+
+def test_the_header_describes_the_model(cases):
+    case = cases["vgg13_1xN_64x40"]
+    header = (case.c_dir / "pmkd_stream.h").read_text()
+    for macro, value in (("HEIGHT", 64), ("WIDTH", 40), ("CHANNELS", 3)):
+        assert f"#define PMKD_INPUT_{macro} {value}\n" in header
+    assert "#define PMKD_NUM_CLASSES 10\n" in header
+    assert "#define PMKD_INPUT_SCALE 1.0f\n#define PMKD_INPUT_ZERO_POINT (-128)\n" in header  # pixel - 128
+    assert "#define PMKD_INPUT_CHANNELS 1\n" in (cases["wrn_10_10_1xN_grey"].c_dir / "pmkd_stream.h").read_text()
+    assert sorted(p.name for p in case.c_dir.iterdir()) == sorted(codegen.FILES)
+
+
+def test_the_inference_path_has_no_float_no_heap_and_const_weights(cases):
+    case = cases["resnet18_1xN"]
+    code = "".join((case.c_dir / name).read_text() for name in ("pmkd_stream.c", "pmkd_engine.h", "pmkd_model.c"))
+    code = re.sub(r"/\*.*?\*/", "", code, flags=re.S)  # the comments may say "no float"
+    assert not re.search(r"\b(float|double|malloc|free)\b", code)
+    includes = set(re.findall(r"#include <([^>]+)>", code))
+    assert includes <= {"stdint.h", "string.h", "stddef.h", "arm_acle.h"}
+    arrays = re.findall(r"^(static )?(const )?\w+ \w+\[\w*\] = ", (case.c_dir / "pmkd_model.c").read_text(), re.M)
+    assert arrays and all(const for _, const in arrays)
+
+
+def test_a_student_needs_a_fraction_of_its_teachers_state(cases):
+    student, teacher = cases["resnet18_1xN"].host, cases["resnet18_NxN"].host
+    assert student["state_bytes"] * 5 < teacher["state_bytes"]
+
+
+def test_rows_no_layer_reads_are_skipped_and_computing_them_changes_nothing(cases, tmp_path):
+    case = cases["resnet18_1xN"]
+    # The 1x1 and 1x3 stride-2 convs read only even rows; before the first one, every layer is row-local, so
+    # the logits depend on 11 of the 32 image rows (the stem's 3-row windows around rows 0, 8, 16, 24).
+    assert case.sources.input_rows_read == 11
+    assert case.sources.macs_executed < 0.6 * case.sources.macs
+    every_row = codegen.write_c_sources(case.int8, tmp_path / "c", skip_dead_rows=False)
+    assert every_row.macs_executed == every_row.macs == case.sources.macs
+    result = host.check(every_row.directory, case.inputs, case.expected)
+    assert result["mismatched"] == 0
+    assert result["state_bytes"] >= case.host["state_bytes"]
+    # A teacher's 3x3 stride-2 convs read every row: nothing to skip but the rows its VALID pools drop.
+    assert cases["resnet18_NxN"].sources.macs_executed == cases["resnet18_NxN"].sources.macs
+
+
+def test_the_plan_is_checked_row_by_row(cases):
+    """`plan.check` replays the schedule: packing every ring at offset 0 must be caught, not compiled."""
+    good = plan.make_plan(graph.parse(cases["resnet18_1xN"].int8))
+    plan.check(good)
+    with pytest.raises(RuntimeError, match="memory plan: row .* was overwritten"):
+        plan.check(dataclasses.replace(good, offset=(0,) * len(good.offset)))
+
+
+def test_an_image_read_by_a_window_is_copied_into_a_line_buffer(compiler, cifar, tmp_path):
+    """With no normalisation ops in front, the first conv's 3-row window reads the image rows themselves."""
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(4, 3, strides=2, padding="same", activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D(keepdims=True)(x)
+    logits = keras.layers.Reshape((10,))(keras.layers.Conv2D(10, 1)(x))
+    int8 = tflite.convert_int8(keras.Model(inputs, logits), cifar.train_images[:CALIBRATION])
+    assert plan.make_plan(graph.parse(int8)).ring[0] == 3  # the caller's row alone would not do
+    reference = tflite.LiteRT(int8, "reference")
+    inputs = tflite.quantize_pixels(cifar.test_images[:IMAGES], reference.input)
+    expected = np.stack([reference.invoke(x) for x in inputs])
+    sources = codegen.write_c_sources(int8, tmp_path / "c")
+    assert host.check(sources.directory, inputs, expected)["mismatched"] == 0
+
+
+@pytest.fixture(scope="module")
+def average_pool_student() -> keras.Model:
+    """A PMKD-shaped model with an AVERAGE_POOL_2D, an op the engine does not have."""
+    inputs = keras.Input((32, 32, 3), name="image")
+    stem = keras.layers.Conv2D(4, 3, padding="same", name="stem_conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.AveragePooling2D(2)(stem))
+    return keras.Model(inputs, {"logits": keras.layers.Dense(10)(x), "features": [stem]})
+
+
+def test_an_op_the_engine_lacks_is_one_line_and_leaves_no_c_dir(cifar, average_pool_student, tmp_path):
+    int8 = tflite.convert_int8(tflite.deployable(average_pool_student, cifar.mean, cifar.std), cifar.train_images[:20])
+    c_dir = tmp_path / "c"
+    refusal = r"^op \d+ \(AVERAGE_POOL_2D\): the C engine has no AVERAGE_POOL_2D kernel; it runs CONV_2D, "
+    with pytest.raises(StreamingError, match=refusal) as error:
+        codegen.write_c_sources(int8, c_dir)
+    assert "\n" not in str(error.value)
+    assert not c_dir.exists() and not list(tmp_path.iterdir())
+    # The export records the refusal and removes a c/ left by an earlier export of another model.
+    c_dir.mkdir()
+    (c_dir / "pmkd_stream.h").write_text("stale")
+    section = export.export_c(int8, c_dir, np.zeros((1, 32, 32, 3), np.int8), np.zeros((1, 10), np.int8), "auto", 1)
+    assert set(section) == {"refused"} and "AVERAGE_POOL_2D" in section["refused"]
+    assert export.failure(section).startswith("C engine: op ") and not c_dir.exists()
+    assert export.export_c(int8, c_dir, None, None, "off", 1) == {"skipped": "turned off (--c_engine=off)"}
+
+
+def test_the_cases_cover_every_kernel(cases):
+    nodes = [node for case in cases.values() for node in graph.parse(case.int8).nodes]
+    assert {node.kind for node in nodes} == set(graph.KINDS)
+    convs = {(node.window, node.kernel_w, node.stride) for node in nodes if node.kind == graph.CONV}
+    assert {(3, 3, 1), (3, 3, 2), (1, 3, 1), (1, 3, 2), (1, 1, 1), (1, 1, 2)} <= convs
+
+
+def test_c_engine_on_with_an_unstreamable_model_exits_2_but_exports_tflite_micro(average_pool_student, data_dir,
+                                                                                 tmp_path):
+    model_path = tmp_path / "student.keras"
+    average_pool_student.save(model_path)
+    out_dir = tmp_path / "export"
+    result = subprocess.run(
+        [sys.executable, "-m", "pmkd_tf.export", f"--model={model_path}", "--dataset=cifar10",
+         f"--data_dir={data_dir}", f"--out_dir={out_dir}", "--calibration_examples=20", "--test_examples=8",
+         "--micro_examples=2", "--float_stream_examples=1", "--int8_stream_examples=2", "--latency_runs=2",
+         "--c_engine=on", "--noverbose"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("pmkd_tf.export: error: C engine: op ") and "AVERAGE_POOL_2D" in error
+    for name in ("model_int8.tflite", "model_data.cc", "model_data.h", "model_ops.h", "report.json"):
+        assert (out_dir / name).is_file(), name
+    assert not (out_dir / "c").exists()
+    assert "AVERAGE_POOL_2D" in json.loads((out_dir / "report.json").read_text())["c_stream"]["refused"]
