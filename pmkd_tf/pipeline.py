@@ -214,12 +214,19 @@ class EpochCheckpoint(keras.callbacks.Callback):
         return self.folder / "state.json"
 
     def resume(self, model: keras.Model) -> int:
-        """Load the last committed epoch into `model` (optimizer built first); the epoch to start from."""
+        """Load the last committed epoch into `model` (optimizer built first); the epoch to start from.
+
+        `seconds` then holds the training time of the committed epochs, so a
+        resumed phase reports its whole cost, not only the last sitting's.
+        """
+        self._started = time.time()
+        self.seconds = 0.0
         if not self.state.exists():
             # A fresh start: rows left by a run without a checkpoint must not be appended to.
             self.history.unlink(missing_ok=True)
             return 0
         state = json.loads(self.state.read_text())
+        self.seconds = state["seconds"]
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         model.load_weights(self.folder / state["weights"])
@@ -237,7 +244,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.model.save_weights(tmp, overwrite=True)
         os.replace(tmp, self.folder / name)
         old = json.loads(self.state.read_text())["weights"] if self.state.exists() else None
-        files.atomic_write_json(self.state, {"epoch": epoch + 1, "weights": name})
+        now = time.time()
+        self.seconds += now - self._started
+        self._started = now
+        files.atomic_write_json(self.state, {"epoch": epoch + 1, "weights": name, "seconds": self.seconds})
         if old and old != name:
             (self.folder / old).unlink(missing_ok=True)
 
@@ -357,10 +367,9 @@ class Trainer:
                          keras.callbacks.TensorBoard(str(folder / "logs"), write_graph=False), *self.callbacks]
             logging.info("Phase %s: %d epochs%s -> %s", phase.name, phase.epochs,
                          f" (resuming after epoch {initial_epoch})" if initial_epoch else "", folder)
-            start = time.time()
             distiller.fit(train, epochs=phase.epochs, initial_epoch=initial_epoch, validation_data=val,
                           callbacks=callbacks, verbose=self.verbose, shuffle=False)
-            wall = time.time() - start
+            wall = checkpoint.seconds
             if guard.failed_epoch is not None:
                 error = f"{phase.name}: loss became NaN/inf in epoch {guard.failed_epoch}; lower the learning rate or rho."
                 files.atomic_write_json(folder / "result.json", {"status": "failed", "error": error,
