@@ -294,7 +294,7 @@ def test_own_folder_trains_baseline_and_pmkd_exports_and_streams_end_to_end(data
                             f"--out_dir={tmp_path / 'runs'}"], env=env, capture_output=True, text=True, timeout=900)
     assert train.returncode == 0, train.stderr[-3000:]
     table = (tmp_path / "runs" / "parts" / "resnet18" / "results.md").read_text()
-    assert "| Baseline |" in table and "| PMKD |" in table
+    assert "| Baseline |" in table and "| PMKD |" in table and "3 classes: cat, dog, ship." in table
     runs = json.loads((tmp_path / "runs" / "parts" / "resnet18" / "results.json").read_text())["runs"]
     student = tmp_path / "runs" / "parts" / "resnet18" / runs["pmkd/seed0"]["folder"] / "model.keras"
     out = tmp_path / "export"

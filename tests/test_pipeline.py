@@ -155,9 +155,11 @@ def test_a_method_the_table_does_not_know_is_shown_by_name(tmp_path):
     tables.record(path, {"method": "baseline", "seed": 0, "status": "ok", "test_accuracy": 0.5, "total_epochs": 1,
                          "total_wall_seconds": 1.0}, {"net": "vgg13", "dataset": "cifar10"})
     tables.record(path, {"method": "my_variant", "seed": 0, "status": "ok", "test_accuracy": 0.6, "total_epochs": 2,
-                         "total_wall_seconds": 2.0}, {"net": "vgg13", "dataset": "cifar10"})
+                         "total_wall_seconds": 2.0}, {"net": "vgg13", "dataset": "parts",
+                                                      "class_names": ["bolt", "nut", "washer"]})
     md = tables.markdown(tables.load(path))
     assert "| my_variant | 60.00 | ↑ +10.00 |" in md
+    assert "3 classes: bolt, nut, washer." in md  # the user's class names travel into the table
 
 
 def test_the_method_table_decides_terms_weights_and_tunables():

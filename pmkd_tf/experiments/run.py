@@ -43,10 +43,11 @@ flags.register_validator("table", lambda name: bool(re.fullmatch(r"[A-Za-z0-9][A
                          "--table must be a plain file name (letters, digits, _ . -)")
 
 
-def describe(exp: pipeline.Experiment) -> dict:
-    """The table's settings block: the experiment, flattened, and the command that ran."""
+def describe(exp: pipeline.Experiment, class_names: Sequence[str]) -> dict:
+    """The table's settings block: the experiment, flattened, its classes, and the command that ran."""
     flat = dataclasses.asdict(exp)
     flat.update(flat.pop("recipe"))
+    flat["class_names"] = list(class_names)
     flat["command"] = " ".join(["python -m pmkd_tf.experiments.run", *map(shlex.quote, sys.argv[1:])])
     return flat
 
@@ -63,13 +64,13 @@ def run(exp: pipeline.Experiment, seeds: Sequence[int], method_names: Sequence[s
                                callbacks=callbacks)
     path = trainer.root / f"{table}.json"
     with pipeline.out_dir_lock(trainer.root):
-        results.check_same_table(path, describe(exp))
+        results.check_same_table(path, describe(exp, splits.class_names))
         for seed in seeds:
             for method in method_names:
                 if methods.METHODS[method].trains_teacher and not exp.teacher_per_seed and seed != seeds[0]:
                     continue
                 result = trainer.run(method, seed)
-                table_now = results.record(path, result, describe(exp))
+                table_now = results.record(path, result, describe(exp, splits.class_names))
                 path.with_suffix(".md").write_text(results.markdown(table_now))
                 if result["status"] == "ok":
                     logging.info("%s seed %d: top-1 %.2f%% (%d phases, %d epochs, %.0f s)", method, seed,
