@@ -304,6 +304,16 @@ class Trainer:
     def folder(self, phase: Phase) -> Path:
         return self.root / phase.folder(self.exp, self.splits.identity)
 
+    def trained_model(self, phase: Phase) -> Path:
+        """The saved model of a finished phase that a later phase learns from or starts from."""
+        path = self.folder(phase) / "model.keras"
+        if not path.exists():
+            # result.json alone (e.g. a results folder committed without its weights) is enough to report
+            # a phase, not to teach or initialise another.
+            raise UserError(f"{path.parent} has a result but no model.keras, which {phase.name} must provide to "
+                            f"the phases after it; delete {path.parent} to retrain it.")
+        return path
+
     def build_model(self, phase: Phase) -> keras.Model:
         """The phase's fresh model: seeded, or started from the weights of `phase.init`."""
         shape = {"teacher": "NxN", "student": "1xN", "pacemaker": "1xN"}[phase.role]
@@ -312,7 +322,7 @@ class Trainer:
         model = models.build_pacemaker(config, self.exp.pacemaker_kind) if phase.role == "pacemaker" \
             else models.build(config)
         if phase.init is not None:
-            path = self.folder(phase.init) / "model.keras"
+            path = self.trained_model(phase.init)
             source = keras.saving.load_model(path)
             if phase.init_member:
                 source = models.pacemaker_member(source, phase.init_member)
@@ -332,6 +342,9 @@ class Trainer:
                 self.result(needed)
         done = folder / "result.json"
         if not done.exists():
+            for needed in (phase.taught_by, phase.init):
+                if needed is not None:
+                    self.trained_model(needed)  # before anything of this phase is written
             # Workers of a distributed search share an out_dir and all need the
             # same teacher first: one trains it, the others wait, then reuse it.
             with files.lock(folder.parent / f".{folder.name}.lock"):
@@ -351,8 +364,7 @@ class Trainer:
         val = self.splits.eval_dataset("val", recipe.batch_size) if self.splits.num_examples("val") else None
         steps = math.ceil(self.splits.num_examples("train") / recipe.batch_size)
         with _policy(self.exp.precision), self.strategy.scope():
-            teacher = keras.saving.load_model(self.folder(phase.taught_by) / "model.keras") if phase.taught_by \
-                else None
+            teacher = keras.saving.load_model(self.trained_model(phase.taught_by)) if phase.taught_by else None
             student = self.build_model(phase)
             weights = methods.METHODS[phase.method].loss_weights(self.exp.rho, self.exp.alpha, self.exp.temperature)
             distiller = Distiller(student, teacher, weights)

@@ -171,3 +171,16 @@ def test_the_method_table_decides_terms_weights_and_tunables():
     assert (kd.rho, kd.alpha) == (0.0, 0.9)
     with pytest.raises(ValueError, match="Unknown distillation term"):
         methods.Method("Bad", ("attention",))
+
+
+def test_a_phase_whose_weights_are_missing_is_named_not_a_traceback(cifar, tmp_path):
+    exp = _exp()
+    trainer = pipeline.Trainer(exp, cifar, tmp_path, verbose=0)
+    teacher = pipeline.plan(exp, "teacher", 0)
+    folder = trainer.folder(teacher)
+    folder.mkdir(parents=True)
+    (folder / "result.json").write_text(json.dumps({"status": "ok", "folder": folder.name, "epochs": 1,
+                                                    "wall_seconds": 1.0, "test_accuracy": 0.1}))
+    with pytest.raises(pipeline.UserError, match=r"has a result but no model.keras.*delete .* to retrain it"):
+        trainer.run("kd", 0)
+    assert not list(tmp_path.rglob("kd-seed0-*/config.json"))  # refused before the student's phase began
