@@ -12,10 +12,8 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-
-import keras
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -30,11 +28,11 @@ def atomic_write_json(path: Path, obj: object) -> None:
     atomic_write(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def atomic_save_model(model: keras.Model, path: Path) -> None:
-    """`model.save(path)`, atomically (Keras needs the `.keras` suffix on the temp name too)."""
+def atomic_save(path: Path, save: Callable[[Path], None]) -> None:
+    """`save(path)` (e.g. `model.save`), atomically; the temp name keeps the suffix Keras checks."""
     path = Path(path)
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    model.save(tmp)
+    save(tmp)
     os.replace(tmp, path)
 
 

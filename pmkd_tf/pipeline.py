@@ -240,9 +240,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
             return  # the NaN guard stopped it: nothing worth committing
         self.folder.mkdir(parents=True, exist_ok=True)
         name = f"epoch{epoch + 1}.weights.h5"
-        tmp = self.folder / f"tmp-{name}"
-        self.model.save_weights(tmp, overwrite=True)
-        os.replace(tmp, self.folder / name)
+        files.atomic_save(self.folder / name, self.model.save_weights)
         old = json.loads(self.state.read_text())["weights"] if self.state.exists() else None
         now = time.time()
         self.seconds += now - self._started
@@ -393,7 +391,7 @@ class Trainer:
                       "epochs": phase.epochs, "wall_seconds": round(wall, 1), "folder": folder.name}
             if val is not None:
                 result["val_accuracy"] = float(distiller.evaluate(val, verbose=0, return_dict=True)["accuracy"])
-        files.atomic_save_model(student, folder / "model.keras")
+        files.atomic_save(folder / "model.keras", student.save)
         shutil.rmtree(folder / "checkpoint", ignore_errors=True)
         files.atomic_write_json(folder / "result.json", result)
 
