@@ -70,13 +70,34 @@ def _wait_for_epochs(root, count, timeout=300):
     raise AssertionError(f"no {count} epochs logged within {timeout} s")
 
 
+# The runner as the CLI resolves it, killed by SIGKILL in the middle of epoch 4 (after epoch 3 is
+# committed): a fixed point, so the test does not race the signal against the machine's speed.
+_KILLED_MID_EPOCH_4 = """
+import os, signal, sys
+import keras
+from absl import flags
+from pmkd_tf.experiments import flags as shared, run
+
+class Kill(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epoch == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+shared.parse(sys.argv)
+run.run(shared.experiment(flags.FLAGS.epochs), [0], ["teacher"], shared.data_dir(), flags.FLAGS.out_dir,
+        callbacks=[Kill()])
+"""
+
+
 def test_sigkill_mid_phase_then_rerun_resumes_without_redoing_epochs(data_dir, tmp_path):
     args = [*RUN, *TINY, "--epochs=12", "--methods=teacher", f"--out_dir={tmp_path}"]
-    proc = subprocess.Popen(args, env=_env(data_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_for_epochs(tmp_path, 2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    killed = subprocess.run([sys.executable, "-c", _KILLED_MID_EPOCH_4, *args[3:]], env=_env(data_dir),
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     killed_at = len(_history_epochs(tmp_path))
+    assert killed_at == 3
     assert 2 <= killed_at < 12, "the kill must land mid-phase"
     done = subprocess.run(args, env=_env(data_dir), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

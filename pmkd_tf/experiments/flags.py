@@ -93,13 +93,14 @@ def experiment(epochs: int | None, tuned: dict | None = None) -> pipeline.Experi
         test_fraction=FLAGS.test_fraction, precision=FLAGS.precision,
         jit_compile=FLAGS.jit_compile, steps_per_execution=FLAGS.steps_per_execution,
     )
+    paper = PRESETS["paper"]
+    scale = (exp.width_multiplier, recipe.epochs, exp.train_examples, recipe.batch_size, recipe.weight_decay_kind)
+    is_paper = scale == (paper.width_multiplier, paper.epochs, paper.train_examples, paper.batch_size,
+                         paper.weight_decay_kind) and recipe.learning_rate == Recipe().learning_rate
     images = "all" if exp.train_examples is None else f"{exp.train_examples:,}"
     logging.info("Scale: preset %s -> width x%g, %d epochs per phase, %s training images, batch %d, %s weight "
-                 "decay%s", FLAGS.preset, exp.width_multiplier, recipe.epochs, images, recipe.batch_size,
-                 recipe.weight_decay_kind, " (the paper's recipe)" if FLAGS.preset == "paper" and not any(
-                     FLAGS[name].present for name in ("epochs", "trial_epochs", "width_multiplier", "batch_size",
-                                                      "train_examples") if name in FLAGS)
-                 else "; --preset=paper is the paper's recipe")
+                 "decay%s", FLAGS.preset, *scale[:2], images, *scale[3:],
+                 " (the paper's recipe)" if is_paper else "; --preset=paper is the paper's recipe")
     return exp
 
 
