@@ -377,8 +377,11 @@ class Trainer:
                          keras.callbacks.TensorBoard(str(folder / "logs"), write_graph=False), *self.callbacks]
             logging.info("Phase %s: %d epochs%s -> %s", phase.name, phase.epochs,
                          f" (resuming after epoch {initial_epoch})" if initial_epoch else "", folder)
-            distiller.fit(train, epochs=phase.epochs, initial_epoch=initial_epoch, validation_data=val,
-                          callbacks=callbacks, verbose=self.verbose, shuffle=False)
+            # Validation, like test, is scored once after training: it is the
+            # tuner's objective, and a split larger than a small training subset
+            # would otherwise cost more per epoch than the training itself.
+            distiller.fit(train, epochs=phase.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
+                          verbose=self.verbose, shuffle=False)
             wall = checkpoint.seconds
             if guard.failed_epoch is not None:
                 error = f"{phase.name}: loss became NaN/inf in epoch {guard.failed_epoch}; lower the learning rate or rho."

@@ -147,21 +147,36 @@ def test_second_runner_on_the_same_out_dir_is_refused(data_dir, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
 
 
-def test_convergence_ladder_trains_each_epoch_count_once_and_tables_the_doublings(data_dir, tmp_path):
-    tiny = [flag for flag in TINY if not flag.startswith("--seeds")]  # one run per rung, --seed picks it
-    args = [sys.executable, "-m", "pmkd_tf.experiments.convergence", *tiny, "--epochs_list=1,2",
-            f"--out_dir={tmp_path}"]
-    done = subprocess.run(args, env=_env(data_dir), capture_output=True, text=True, timeout=600)
+def test_convergence_ladder_stops_at_convergence_and_keeps_one_ladder_per_training_size(data_dir, tmp_path):
+    tiny = [flag for flag in TINY if not flag.startswith(("--seeds", "--train_examples"))]
+    # Any doubling gains less than 100 points, so each ladder stops after its second rung.
+    args = [sys.executable, "-m", "pmkd_tf.experiments.convergence", *tiny, "--epochs_list=1,2,4",
+            "--stop_below=100", f"--out_dir={tmp_path}"]
+    done = subprocess.run([*args, "--train_examples=320"], env=_env(data_dir), capture_output=True, text=True,
+                          timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "Converged: 2 epochs gain" in done.stderr
     root = tmp_path / "cifar10" / "vgg13"
+    rows = json.loads((root / "convergence.json").read_text())["ladders"]["320"]["rows"]
+    assert [row["epochs"] for row in rows] == [1, 2]
+    gain = 100 * (rows[1]["test_accuracy"] - rows[0]["test_accuracy"])
+    assert f"| 2 | {100 * rows[1]['test_accuracy']:.2f} | {gain:+.2f} |" in (root / "convergence.md").read_text()
+    # A second training-set size is a second ladder of the same table, plotted beside the first.
+    done = subprocess.run([*args, "--train_examples=192"], env=_env(data_dir), capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
     table = json.loads((root / "convergence.json").read_text())
-    assert [row["epochs"] for row in table["rows"]] == [1, 2]
-    gain = 100 * (table["rows"][1]["test_accuracy"] - table["rows"][0]["test_accuracy"])
-    assert f"| 2 | {100 * table['rows'][1]['test_accuracy']:.2f} | {gain:+.2f} |" in (root / "convergence.md").read_text()
+    assert list(table["ladders"]) == ["192", "320"] and table["ladders"]["320"]["rows"] == rows
+    assert "## 192 training images" in (root / "convergence.md").read_text()
     assert (root / "convergence.png").read_bytes()[:4] == b"\x89PNG"
-    # Each rung is an ordinary phase: a re-run trains nothing and gives the same table.
-    again = subprocess.run(args, env=_env(data_dir), capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0 and json.loads((root / "convergence.json").read_text())["rows"] == table["rows"]
-    bad = subprocess.run([*args[:-2], "--epochs_list=4,2", f"--out_dir={tmp_path}"], env=_env(data_dir),
+    # Each rung is an ordinary phase: a re-run trains nothing and gives the same ladder.
+    again = subprocess.run([*args, "--train_examples=320"], env=_env(data_dir), capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0 and json.loads((root / "convergence.json").read_text())["ladders"] == table["ladders"]
+    # Other settings are refused rather than mixed into the table.
+    other = subprocess.run([*args, "--train_examples=320", "--learning_rate=0.05"], env=_env(data_dir),
+                           capture_output=True, text=True, timeout=600)
+    assert other.returncode == 2 and "holds ladders of other settings" in other.stderr.strip().splitlines()[-1]
+    bad = subprocess.run([*args[:-3], "--epochs_list=4,2", f"--out_dir={tmp_path}"], env=_env(data_dir),
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: --epochs_list")
