@@ -109,7 +109,7 @@ def test_sigkill_mid_phase_then_rerun_resumes_without_redoing_epochs(data_dir, t
     [
         ("--net=resnet19", "Unknown net 'resnet19'"),
         ("--methods=kd,pmkdd", "Unknown method 'pmkdd'"),
-        ("--preset=huge", "--preset=huge: value should be one of <paper|cpu|smoke"),
+        ("--preset=huge", "--preset=huge: value should be one of <paper|cpu|converged|smoke"),
         ("--strategy=tpu", "--strategy=tpu: value should be one of <default|mirrored|multiworker>"),
         ("--epochs=0", "--epochs=0: 0 is not a positive integer"),
         ("--batch_size=-1", "--batch_size=-1"),

@@ -30,6 +30,7 @@ def test_decoupled_decay_is_keras_own_and_weaker_with_momentum():
 def test_recipes_pick_their_kind_and_the_paper_preset_is_coupled():
     assert isinstance(Recipe(weight_decay_kind="coupled").optimizer(10), CoupledSGD)
     assert not isinstance(Recipe().optimizer(10), CoupledSGD)
-    assert PRESETS["paper"].weight_decay_kind == "coupled" and PRESETS["cpu"].weight_decay_kind == "decoupled"
+    assert PRESETS["paper"].weight_decay_kind == PRESETS["converged"].weight_decay_kind == "coupled"
+    assert PRESETS["cpu"].weight_decay_kind == "decoupled"
     with pytest.raises(ValueError, match="Unknown weight_decay_kind"):
         Recipe(weight_decay_kind="l1")
