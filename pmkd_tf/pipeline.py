@@ -79,6 +79,12 @@ class Experiment:
         models.NetConfig(self.net, width_multiplier=self.width_multiplier, n=self.n)
         methods.METHODS["pmkd"].loss_weights(self.rho, self.alpha, self.temperature)
 
+    def flat(self) -> dict:
+        """The experiment as one flat dict, its recipe's fields beside its own: how a table records its settings."""
+        flat = dataclasses.asdict(self)
+        flat.update(flat.pop("recipe"))
+        return flat
+
     def net_config(self, shape: str, num_classes: int, input_shape: tuple[int, int, int]) -> models.NetConfig:
         return models.NetConfig(self.net, shape, num_classes, self.width_multiplier, self.n,
                                 input_shape=input_shape)

@@ -104,9 +104,9 @@ PRESETS = {
     "cpu": Preset(epochs=12, width_multiplier=0.125, seeds=3, train_examples=10_000),
     # The cheapest converged setting of the convergence ladders (BENCHMARKS.md,
     # "Convergence"): on 1,000 images the baseline trained 384 epochs gains
-    # +0.95 points over 192, where 2,500 and 10,000 images still gain 2.5 to
-    # 6.8 per doubling at every count that fits the CPU. About 8 h for the
-    # `converged` table on a 2-core CPU.
+    # +0.95 points over 192, where 2,500 and 10,000 images still gain 2.46
+    # points or more per doubling at every count that fits about 12 h. About
+    # 7 h for the `converged` table on a 2-core CPU.
     "converged": Preset(epochs=192, width_multiplier=0.125, seeds=3, train_examples=1_000,
                         weight_decay_kind="coupled"),
     # A minute: proves the plumbing, not the method.

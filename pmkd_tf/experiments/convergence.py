@@ -41,8 +41,7 @@ flags.DEFINE_string("table", "convergence", "Name of the output files.")
 
 def _settings(exp: pipeline.Experiment) -> dict:
     """What every ladder of one table shares: the experiment without its size and epochs."""
-    flat = dataclasses.asdict(exp)
-    flat.update(flat.pop("recipe"))
+    flat = exp.flat()
     for varied in ("train_examples", "epochs"):
         del flat[varied]
     return flat
@@ -130,14 +129,15 @@ def _main() -> None:
     root = Path(FLAGS.out_dir) / base.dataset / base.net
     path = root / f"{FLAGS.table}.json"
     command = " ".join(["python -m pmkd_tf.experiments.convergence", *map(shlex.quote, sys.argv[1:])])
+    settings = _settings(base)
     with pipeline.out_dir_lock(root):
-        load(path, FLAGS.method, _settings(base))  # before training anything
+        load(path, FLAGS.method, settings)  # before training anything
         for epochs in ladder:
             exp = dataclasses.replace(base, recipe=dataclasses.replace(base.recipe, epochs=epochs))
             result = pipeline.Trainer(exp, splits, FLAGS.out_dir).run(FLAGS.method, FLAGS.seed)
             if result["status"] != "ok":
                 raise UserError(f"{FLAGS.method} at {epochs} epochs failed: {result['error']}")
-            table = record(path, FLAGS.method, _settings(base), images, command,
+            table = record(path, FLAGS.method, settings, images, command,
                            {"epochs": epochs, "test_accuracy": result["test_accuracy"],
                             "wall_seconds": result["total_wall_seconds"], "folder": result["folder"]})
             files.atomic_write(path.with_suffix(".md"), markdown(table))

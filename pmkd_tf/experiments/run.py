@@ -13,7 +13,6 @@ into a table of its own beside it, sharing every phase it can.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import shlex
@@ -45,8 +44,7 @@ flags.register_validator("table", lambda name: bool(re.fullmatch(r"[A-Za-z0-9][A
 
 def describe(exp: pipeline.Experiment, class_names: Sequence[str]) -> dict:
     """The table's settings block: the experiment, flattened, its classes, and the command that ran."""
-    flat = dataclasses.asdict(exp)
-    flat.update(flat.pop("recipe"))
+    flat = exp.flat()
     flat["class_names"] = list(class_names)
     flat["command"] = " ".join(["python -m pmkd_tf.experiments.run", *map(shlex.quote, sys.argv[1:])])
     return flat
