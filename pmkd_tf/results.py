@@ -2,7 +2,8 @@
 
 The table follows the paper: the mean top-1 over seeds per method, marked
 up/down against the baseline, and the stability view of sec. 4.4.3 (each
-seed's deviation from its method's mean, and the spread).
+seed's deviation from its method's mean, and the spread), and, when the table has
+compute-matched controls, every method's margin over each control seed by seed.
 """
 
 from __future__ import annotations
@@ -95,6 +96,42 @@ def summary(results: dict) -> dict[str, dict]:
     return table
 
 
+def paired(table: dict[str, dict], reference: str) -> dict[str, list[tuple[int, float]]]:
+    """Per method: (seed, its top-1 minus the reference's at that seed), over the seeds both have.
+
+    A seed fixes the student's initial weights and the order of its batches,
+    so pairing by seed removes what the seed adds to both runs; with 3 seeds
+    the spread of one method is as large as the margins being measured.
+    """
+    ref = dict(zip(table[reference]["seeds"], table[reference]["accuracies"]))
+    return {method: [(s, a - ref[s]) for s, a in zip(row["seeds"], row["accuracies"]) if s in ref]
+            for method, row in table.items()
+            if method not in ("teacher", reference) and row["mean"] is not None}
+
+
+def _paired_lines(table: dict[str, dict]) -> list[str]:
+    """The margin of every method over each compute-matched control in the table, seed by seed."""
+    controls = [m for m in table if m in methods.METHODS and methods.METHODS[m].epoch_factor > 1
+                and table[m]["mean"] is not None]
+    if not controls:
+        return []
+    lines = ["", "## Paired by seed: each method minus each compute-matched control", "",
+             "Top-1 points, seed by seed over the seeds both rows have, and their mean; a control's student "
+             "trains as many epochs as a distilled student's phases.", "",
+             "| Method | " + " | ".join(f"minus {methods.label(c)}" for c in controls) + " |",
+             "|---|" + "---|" * len(controls)]
+    margins = {c: paired(table, c) for c in controls}
+    for method in table:
+        cells = []
+        for control in controls:
+            diffs = margins[control].get(method)
+            cells.append(f"{statistics.fmean(d for _, d in diffs):+.2f} "
+                         f"[{', '.join(f'{d:+.2f}' for _, d in diffs)}]" if diffs else "")
+        if any(cells):
+            lines.append(f"| {methods.label(method)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(results: dict) -> str:
     """The paper's table for one net and dataset, plus the stability view."""
     exp = results.get("experiment", {})
@@ -135,6 +172,7 @@ def markdown(results: dict) -> str:
         accs = ", ".join(f"{a:.2f}" for a in row["accuracies"])
         devs = ", ".join(f"{d:+.2f}" for d in row["deviations"])
         lines.append(f"| {methods.label(method)} | [{accs}] | [{devs}] | {row['spread']:.2f} |")
+    lines += _paired_lines(table)
     paper = PAPER_CIFAR10.get(exp.get("net")) if exp.get("dataset") == "cifar10" else None
     if paper and base is not None:
         paper_row = dict(zip(methods.PAPER_METHODS, paper, strict=True))

@@ -162,6 +162,26 @@ def test_a_method_the_table_does_not_know_is_shown_by_name(tmp_path):
     assert "3 classes: bolt, nut, washer." in md  # the user's class names travel into the table
 
 
+def test_each_method_is_paired_by_seed_with_each_compute_matched_control(tmp_path):
+    path = tmp_path / "converged.json"
+    top1 = {"baseline": (0.40, 0.38, 0.39), "baseline_long": (0.41, 0.37, 0.42), "pmkd": (0.45, 0.40),
+            "kd_fitnet_long": (0.43, 0.41)}
+    for method, accuracies in top1.items():
+        for seed, accuracy in enumerate(accuracies):
+            tables.record(path, {"method": method, "seed": seed, "status": "ok", "test_accuracy": accuracy,
+                                 "total_epochs": 2, "total_wall_seconds": 1.0}, {"net": "vgg13", "dataset": "cifar10"})
+    md = tables.markdown(tables.load(path))
+    paired = md.split("## Paired by seed")[1].split("##")[0]
+    assert "| Method | minus Baseline (2x epochs) | minus KD + FitNet (2x epochs) |" in paired
+    # PMKD has seeds 0 and 1 only: it is paired on those, not against the control's 3-seed mean.
+    assert "| PMKD | +3.50 [+4.00, +3.00] | +0.50 [+2.00, -1.00] |" in paired
+    assert "| Baseline | -1.00 [-1.00, +1.00, -3.00] | -3.00 [-3.00, -3.00] |" in paired
+    # A table without controls (the paper's methods only) has no such section.
+    tables.record(tmp_path / "results.json", {"method": "baseline", "seed": 0, "status": "ok", "test_accuracy": 0.5,
+                                              "total_epochs": 1, "total_wall_seconds": 1.0}, {"net": "vgg13"})
+    assert "Paired by seed" not in tables.markdown(tables.load(tmp_path / "results.json"))
+
+
 def test_the_method_table_decides_terms_weights_and_tunables():
     assert methods.METHODS["pmkd"].tunable == ("alpha", "temperature", "rho")
     assert methods.METHODS["fitnet"].tunable == ("rho",) and methods.METHODS["baseline"].tunable == ()
