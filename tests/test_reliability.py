@@ -56,7 +56,10 @@ def test_ctrl_c_mid_phase_keeps_finished_epochs_and_the_rerun_resumes(data_dir, 
 def test_ctrl_c_on_the_command_line_exits_130_and_says_how_to_resume(data_dir, tmp_path):
     # Far more epochs than can finish before the signal lands, wherever it lands.
     args = [*RUN, *TINY, "--epochs=100000", "--methods=teacher", f"--out_dir={tmp_path}"]
-    proc = subprocess.Popen(args, env=_env(data_dir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # A shell starts background jobs with SIGINT ignored, and the ignoring is inherited: the runner would never
+    # see the Ctrl-C. Give it the terminal's default, as a user's foreground command has.
+    proc = subprocess.Popen(args, env=_env(data_dir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_for_epochs(tmp_path, 1)
     proc.send_signal(signal.SIGINT)
     stderr = proc.communicate(timeout=120)[1]
