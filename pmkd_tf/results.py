@@ -96,15 +96,15 @@ def summary(results: dict) -> dict[str, dict]:
     return table
 
 
-def paired(table: dict[str, dict], reference: str) -> dict[str, list[tuple[int, float]]]:
-    """Per method: (seed, its top-1 minus the reference's at that seed), over the seeds both have.
+def paired(table: dict[str, dict], reference: str) -> dict[str, list[float]]:
+    """Per method: its top-1 minus the reference's at the same seed, over the seeds both have, in seed order.
 
     A seed fixes the student's initial weights and the order of its batches,
     so pairing by seed removes what the seed adds to both runs; with 3 seeds
     the spread of one method is as large as the margins being measured.
     """
     ref = dict(zip(table[reference]["seeds"], table[reference]["accuracies"]))
-    return {method: [(s, a - ref[s]) for s, a in zip(row["seeds"], row["accuracies"]) if s in ref]
+    return {method: [a - ref[s] for s, a in zip(row["seeds"], row["accuracies"]) if s in ref]
             for method, row in table.items()
             if method not in ("teacher", reference) and row["mean"] is not None}
 
@@ -125,8 +125,7 @@ def _paired_lines(table: dict[str, dict]) -> list[str]:
         cells = []
         for control in controls:
             diffs = margins[control].get(method)
-            cells.append(f"{statistics.fmean(d for _, d in diffs):+.2f} "
-                         f"[{', '.join(f'{d:+.2f}' for _, d in diffs)}]" if diffs else "")
+            cells.append(f"{statistics.fmean(diffs):+.2f} [{', '.join(f'{d:+.2f}' for d in diffs)}]" if diffs else "")
         if any(cells):
             lines.append(f"| {methods.label(method)} | " + " | ".join(cells) + " |")
     return lines
