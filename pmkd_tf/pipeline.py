@@ -35,6 +35,9 @@ from pmkd_tf.recipe import Recipe
 PHASE3_INITS = ("student", "pacemaker_row")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 STRATEGIES = ("default", "mirrored", "multiworker")
+# Settings added after phases and tables were committed, at the value that behaves as the code did before
+# them. A setting at that value stays out of a phase's identity and a table's settings, so both are still found.
+ADDED_SETTINGS = {"downsampling": "stride"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +45,8 @@ class Experiment:
     """Everything that defines one table: data, net, recipe and loss weights.
 
     `jit_compile` and `steps_per_execution` change speed only, so they are
-    not part of any phase's identity.
+    not part of any phase's identity. `downsampling` (`models.NetConfig`)
+    changes the 1xN and Nx1 models only, so it is not part of a teacher's.
     """
 
     dataset: str
@@ -66,6 +70,7 @@ class Experiment:
     precision: str = "float32"
     jit_compile: bool = False
     steps_per_execution: int = 1
+    downsampling: str = "stride"
 
     def __post_init__(self) -> None:
         models.validate_net(self.net)
@@ -76,18 +81,19 @@ class Experiment:
                 raise UserError(f"Unknown {name} {value!r}; valid: {', '.join(valid)}.")
         if self.steps_per_execution < 1:
             raise UserError(f"steps_per_execution must be >= 1, got {self.steps_per_execution}.")
-        models.NetConfig(self.net, width_multiplier=self.width_multiplier, n=self.n)
+        models.NetConfig(self.net, width_multiplier=self.width_multiplier, n=self.n, downsampling=self.downsampling)
         methods.METHODS["pmkd"].loss_weights(self.rho, self.alpha, self.temperature)
 
     def flat(self) -> dict:
-        """The experiment as one flat dict, its recipe's fields beside its own: how a table records its settings."""
+        """The experiment as one flat dict, its recipe's fields beside its own: how a table records its settings
+        (an added setting only where it differs from the behaviour before it)."""
         flat = dataclasses.asdict(self)
         flat.update(flat.pop("recipe"))
-        return flat
+        return {key: value for key, value in flat.items() if key not in ADDED_SETTINGS or value != ADDED_SETTINGS[key]}
 
     def net_config(self, shape: str, num_classes: int, input_shape: tuple[int, int, int]) -> models.NetConfig:
         return models.NetConfig(self.net, shape, num_classes, self.width_multiplier, self.n,
-                                input_shape=input_shape)
+                                input_shape=input_shape, downsampling=self.downsampling)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +113,7 @@ class Phase:
         """Everything the phase's result depends on, its inputs' configs and its data included."""
         spec = methods.METHODS[self.method]
         weights = spec.loss_weights(exp.rho, exp.alpha, exp.temperature) if self.taught_by else None
-        return {
+        config = {
             "phase": self.name, "role": self.role, "terms": list(spec.terms) if self.taught_by else [],
             "seed": self.seed, "epochs": self.epochs, "data": data_identity, "net": exp.net,
             "width_multiplier": exp.width_multiplier, "n": exp.n,
@@ -119,6 +125,9 @@ class Phase:
             "taught_by": self.taught_by.config(exp, data_identity) if self.taught_by else None,
             "init": self.init.config(exp, data_identity) if self.init else None, "init_member": self.init_member,
         }
+        if self.role != "teacher" and exp.downsampling != ADDED_SETTINGS["downsampling"]:
+            config["downsampling"] = exp.downsampling  # NxN models ignore it: one teacher serves every kind
+        return config
 
     def folder(self, exp: Experiment, data_identity: dict) -> str:
         config = json.dumps(self.config(exp, data_identity), sort_keys=True)

@@ -143,7 +143,8 @@ def markdown(results: dict) -> str:
         f"`{exp.get('command', '?')}`.  ",
         f"Width multiplier {exp.get('width_multiplier')}, {exp.get('epochs')} epochs per phase, "
         f"rho={exp.get('rho')}, alpha={exp.get('alpha')}, tau={exp.get('temperature')}, "
-        f"pacemaker={exp.get('pacemaker_kind')}, phase 3 starts from: {exp.get('phase3_init')}.",
+        f"pacemaker={exp.get('pacemaker_kind')}, phase 3 starts from: {exp.get('phase3_init')}, "
+        f"down-sampling: {exp.get('downsampling', 'stride')}.",
         *([f"{len(names)} classes: {', '.join(names)}."] if (names := exp.get("class_names")) else []),
         "",
         "Top-1 test accuracy (%), mean over seeds; up/down against the baseline. A run's cost counts every "

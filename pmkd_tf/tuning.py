@@ -349,6 +349,7 @@ class PipelineTuner(BaseTuner):
                 f"--epochs={epochs}", f"--batch_size={exp.recipe.batch_size}",
                 f"--learning_rate={exp.recipe.learning_rate}", f"--width_multiplier={exp.width_multiplier}",
                 f"--n={exp.n}", f"--pacemaker_kind={exp.pacemaker_kind}", f"--phase3_init={exp.phase3_init}",
+                f"--downsampling={exp.downsampling}",
                 f"--precision={exp.precision}", f"--weight_decay_kind={exp.recipe.weight_decay_kind}",
                 f"--validation_examples={exp.validation_examples}", f"--out_dir={self.out_dir}",
                 f"--hparams_from={self.project / 'best.json'}"]

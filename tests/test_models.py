@@ -130,3 +130,44 @@ def test_clear_errors_for_bad_names(kwargs, message):
 def test_unknown_pacemaker_kind():
     with pytest.raises(ValueError, match="valid: ensemble, column, row"):
         models.build_pacemaker(models.NetConfig("vgg13", width_multiplier=TINY), "diagonal")
+
+
+# One net per family: VGG's strided stages, ResNet basic blocks, bottlenecks, WRN.
+FAMILIES = ("vgg13", "resnet18", "resnet50", "wrn_10_10")
+
+
+@pytest.mark.parametrize("net", FAMILIES)
+@pytest.mark.parametrize("downsampling", ["average", "max"])
+def test_pooled_downsampling_keeps_feature_shapes_and_reads_every_row(net, downsampling):
+    """A 1xN model pools row pairs (Nx1: column pairs) and then strides along its kernel's axis only."""
+    size = (19, 33, 1) if net.startswith("vgg") else (17, 33, 1)  # odd heights round up like a stride
+    built = {shape: models.get_model(net, shape, 7, TINY, input_shape=size, downsampling=downsampling)
+             for shape in models.SHAPES}
+    assert _feature_shapes(built["1xN"]) == _feature_shapes(built["Nx1"]) == _feature_shapes(built["NxN"])
+    assert models.check_on_the_fly(built["1xN"]).on_the_fly
+    pool = keras.layers.AveragePooling2D if downsampling == "average" else keras.layers.MaxPooling2D
+    for shape, window, strides in (("1xN", (2, 1), (1, 2)), ("Nx1", (1, 2), (2, 1))):
+        model = built[shape]
+        pooled = [layer for layer in model.layers if isinstance(layer, pool) and layer.name.endswith("_pool")
+                  and layer.name not in ("first_pool", "last_pool")]
+        assert pooled and all(layer.pool_size == window for layer in pooled)
+        strided = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D) and layer.strides != (1, 1)]
+        assert strided and all(layer.strides == strides for layer in strided), shape
+        # Every strided conv (the projection shortcuts too) reads a pooled tensor, never the rows it would drop.
+        assert all(isinstance(layer.input._keras_history.operation, pool) for layer in strided)
+    teacher = models.get_model(net, "NxN", 7, TINY, input_shape=size)
+    assert [w.shape for w in built["NxN"].weights] == [w.shape for w in teacher.weights]
+    assert not any(isinstance(layer, (keras.layers.AveragePooling2D,)) for layer in built["NxN"].layers)
+
+
+@pytest.mark.parametrize("net", ["resnet18", "resnet50", "wrn_10_10"])
+def test_pooled_downsampling_runs_on_a_one_row_strip(net):
+    model = models.get_model(net, "1xN", 5, TINY, input_shape=(1, 12, 3), downsampling="average")
+    out = model(np.ones((2, 1, 12, 3), "float32"))
+    assert all(feature.shape[1] == 1 for feature in out["features"])
+    assert np.isfinite(out["logits"]).all()
+
+
+def test_unknown_downsampling():
+    with pytest.raises(ValueError, match="valid: stride, average, max"):
+        models.get_model("resnet18", "1xN", downsampling="skip")

@@ -77,6 +77,21 @@ def test_changed_config_never_reuses_a_stale_artefact(trained):
     assert stale.folder(trainer.exp, {**data, "image_size": [24, 24]}) != stale.folder(trainer.exp, data)
 
 
+def test_downsampling_enters_identities_only_where_it_changes_a_model(trained):
+    """`stride` keeps every committed phase and table findable; one teacher serves every down-sampling."""
+    trainer, _ = trained
+    data = trainer.splits.identity
+    stride, average = trainer.exp, _exp(downsampling="average")
+    for method in ("teacher", "baseline", "pmkd"):
+        before = [p.config(stride, data) for p in pipeline.chain(pipeline.plan(stride, method, 0))]
+        assert "downsampling" not in json.dumps(before)  # exactly the config (and hash) made before the setting
+        after = [p.config(average, data) for p in pipeline.chain(pipeline.plan(average, method, 0))]
+        for old, new in zip(before, after):
+            assert (new == old) == (old["role"] == "teacher"), old["phase"]
+            assert new.get("downsampling") == (None if old["role"] == "teacher" else "average")
+    assert "downsampling" not in stride.flat() and average.flat()["downsampling"] == "average"
+
+
 def test_fig2_phase3_starts_from_the_pacemaker_row_member(cifar, trained):
     trainer, _ = trained
     exp = _exp(phase3_init="pacemaker_row")

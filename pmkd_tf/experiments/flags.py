@@ -42,6 +42,9 @@ flags.DEFINE_enum("pacemaker_kind", "ensemble", list(models.PACEMAKER_KINDS),
                   "The pacemaker: ensemble (1xN & Nx1, the paper's), column (Nx1) or row (1xN).")
 flags.DEFINE_enum("phase3_init", "student", list(pipeline.PHASE3_INITS), "Phase 3 starts from the phase-2 "
                   "student (sec. 3.2) or pacemaker_row (Fig. 2: the pacemaker's 1xN member).")
+flags.DEFINE_enum("downsampling", "stride", list(models.DOWNSAMPLINGS), "How a 1xN (Nx1) model halves its "
+                  "rows (columns): stride (the paper's; drops every other row) or average / max (pools each pair "
+                  "of rows, then strides along the width only). NxN teachers are unchanged.")
 flags.DEFINE_bool("teacher_per_seed", False, "Train one teacher per seed instead of one shared teacher.")
 flags.DEFINE_integer("train_examples", None, "Subsample the training set (seeded).", lower_bound=1)
 flags.DEFINE_integer("test_examples", None, "Subsample the test set (seeded).", lower_bound=1)
@@ -92,6 +95,7 @@ def experiment(epochs: int | None, tuned: dict | None = None) -> pipeline.Experi
         channels=int(FLAGS.channels) if FLAGS.channels else None, augment=FLAGS.augment,
         test_fraction=FLAGS.test_fraction, precision=FLAGS.precision,
         jit_compile=FLAGS.jit_compile, steps_per_execution=FLAGS.steps_per_execution,
+        downsampling=FLAGS.downsampling,
     )
     paper = PRESETS["paper"]
     scale = (exp.width_multiplier, recipe.epochs, exp.train_examples, recipe.batch_size, recipe.weight_decay_kind)

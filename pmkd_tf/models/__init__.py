@@ -14,7 +14,7 @@ import keras
 from pmkd_tf.errors import UserError
 from pmkd_tf.models import resnet, vgg, wrn
 from pmkd_tf.models.config import NetConfig
-from pmkd_tf.models.filters import SHAPES, OnTheFlyCheck, check_on_the_fly
+from pmkd_tf.models.filters import DOWNSAMPLINGS, SHAPES, OnTheFlyCheck, check_on_the_fly
 from pmkd_tf.models.pacemaker import KINDS as PACEMAKER_KINDS
 from pmkd_tf.models.pacemaker import build_pacemaker, pacemaker_member
 from pmkd_tf.models.resnet import BLOCKS, build_resnet
@@ -50,7 +50,8 @@ def _downsampling(net: str) -> tuple[str, ...]:
 
 def _survives(size: int, steps: tuple[str, ...]) -> bool:
     for step in steps:
-        # A valid 2x2 max-pool floors the halving; a "same" stride-2 conv rounds it up.
+        # A valid 2x2 max-pool floors the halving; a "same" stride-2 conv rounds it up, and so does the
+        # "same" 2x1 pool + (1, 2)-strided conv that replaces it under `average` / `max` down-sampling.
         size = size // 2 if step == "pool" else -(-size // 2)
         if size < 1:
             return False
@@ -98,6 +99,7 @@ def get_model(
 
 
 __all__ = [
+    "DOWNSAMPLINGS",
     "NETS",
     "PACEMAKER_KINDS",
     "SHAPES",

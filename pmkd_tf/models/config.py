@@ -6,7 +6,7 @@ import dataclasses
 import numbers
 
 from pmkd_tf.errors import UserError
-from pmkd_tf.models.filters import SHAPES
+from pmkd_tf.models.filters import DOWNSAMPLINGS, SHAPES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +24,9 @@ class NetConfig:
         model with no line buffer at all.
       input_shape: (H, W, C) of the images: any H and W from
         `models.min_input_size(net)` up, square or not, and any C.
+      downsampling: how a 1xN or Nx1 model halves the axis its kernels do not
+        cover: "stride" (the paper's: drops every other row) or "average" /
+        "max" (pools row pairs first, `filters.downsample`). NxN ignores it.
     """
 
     net: str
@@ -33,10 +36,13 @@ class NetConfig:
     n: int = 3
     stem: str = "NxN"
     input_shape: tuple[int, int, int] = (32, 32, 3)
+    downsampling: str = "stride"
 
     def __post_init__(self) -> None:
         if self.shape not in SHAPES:
             raise UserError(f"Unknown filter shape {self.shape!r}; valid shapes: {', '.join(SHAPES)}.")
+        if self.downsampling not in DOWNSAMPLINGS:
+            raise UserError(f"Unknown downsampling {self.downsampling!r}; valid: {', '.join(DOWNSAMPLINGS)}.")
         if self.stem not in ("NxN", "body"):
             raise UserError(f"stem must be 'NxN' or 'body', got {self.stem!r}.")
         if not self.width_multiplier > 0:

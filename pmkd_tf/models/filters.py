@@ -17,6 +17,8 @@ from pmkd_tf.errors import UserError
 
 SHAPES = ("NxN", "1xN", "Nx1")
 STEM_CONV = "stem_conv"
+# How an on-the-fly model halves the axis its kernels do not cover (see `downsample`).
+DOWNSAMPLINGS = ("stride", "average", "max")
 
 
 def kernel_size(shape: str, n: int) -> tuple[int, int]:
@@ -33,7 +35,7 @@ def conv(
     filters: int,
     shape: str,
     n: int,
-    stride: int = 1,
+    stride: int | tuple[int, int] = 1,
     name: str | None = None,
 ) -> keras.KerasTensor:
     """A bias-free conv of the given filter shape ("same" padding).
@@ -52,6 +54,34 @@ def conv(
         kernel_initializer="he_normal",
         name=name,
     )(x)
+
+
+def downsample(
+    x: keras.KerasTensor,
+    shape: str,
+    downsampling: str,
+    stride: int,
+    name: str,
+) -> tuple[keras.KerasTensor, int | tuple[int, int]]:
+    """The input and strides of a layer that halves the resolution by `stride`.
+
+    `stride` (the paper's) strides both axes, so a 1xN layer reads only every
+    other input row (an Nx1 layer every other column): most of the image is
+    never seen. `average` and `max` first pool each pair of rows (2x1; 1x2
+    for Nx1), which an on-the-fly chip does with one held row, and the layer
+    then strides only along the axis its kernel covers. NxN layers already
+    read every row and column, so they always stride. "same" padding rounds
+    an odd size up exactly as a stride-2 "same" conv does, so every output
+    (and feature tap) keeps the teacher's shape.
+    """
+    if downsampling not in DOWNSAMPLINGS:
+        raise UserError(f"Unknown downsampling {downsampling!r}; valid: {', '.join(DOWNSAMPLINGS)}.")
+    if stride == 1 or shape == "NxN" or downsampling == "stride":
+        return x, stride
+    pool = (2, 1) if shape == "1xN" else (1, 2)
+    layer = keras.layers.AveragePooling2D if downsampling == "average" else keras.layers.MaxPooling2D
+    pooled = layer(pool, strides=pool, padding="same", name=f"{name}_pool")(x)
+    return pooled, (1, 2) if shape == "1xN" else (2, 1)
 
 
 def bn_relu(x: keras.KerasTensor, name: str) -> keras.KerasTensor:

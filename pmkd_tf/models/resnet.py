@@ -2,8 +2,9 @@
 
 Only the spatial convs change shape: both convs of a basic block, and the
 middle conv of a bottleneck (its 1x1 convs and the 1x1 projection shortcuts
-are already one row high). Feature taps: the stem output and every residual
-block's output.
+are already one row high). A block that halves the resolution does so in its
+strided conv and its projection alike (`filters.downsample`). Feature taps:
+the stem output and every residual block's output.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def downsampling(net: str) -> tuple[str, ...]:
     return ("stride",) * (len(BLOCKS[net][1]) - 1)
 
 
-def _shortcut(x: keras.KerasTensor, out_channels: int, stride: int, name: str) -> keras.KerasTensor:
+def _shortcut(x: keras.KerasTensor, out_channels: int, stride: int | tuple[int, int], name: str) -> keras.KerasTensor:
     if stride == 1 and x.shape[-1] == out_channels:
         return x
     x = keras.layers.Conv2D(out_channels, 1, strides=stride, use_bias=False, name=f"{name}_proj")(x)
@@ -36,22 +37,25 @@ def _shortcut(x: keras.KerasTensor, out_channels: int, stride: int, name: str) -
 
 
 def _basic(x, width: int, stride: int, config: NetConfig, name: str):
-    y = filters.conv(x, width, config.shape, config.n, stride, name=f"{name}_conv1")
+    x, strides = filters.downsample(x, config.shape, config.downsampling, stride, name)  # one pool feeds both paths
+    y = filters.conv(x, width, config.shape, config.n, strides, name=f"{name}_conv1")
     y = filters.bn_relu(y, f"{name}_conv1")
     y = filters.conv(y, width, config.shape, config.n, name=f"{name}_conv2")
     y = keras.layers.BatchNormalization(name=f"{name}_conv2_bn")(y)
-    y = keras.layers.Add(name=f"{name}_add")([y, _shortcut(x, width, stride, name)])
+    y = keras.layers.Add(name=f"{name}_add")([y, _shortcut(x, width, strides, name)])
     return keras.layers.ReLU(name=f"{name}_out")(y)
 
 
 def _bottleneck(x, width: int, stride: int, config: NetConfig, name: str):
     y = keras.layers.Conv2D(width, 1, use_bias=False, name=f"{name}_reduce")(x)
     y = filters.bn_relu(y, f"{name}_reduce")
-    y = filters.conv(y, width, config.shape, config.n, stride, name=f"{name}_conv")
+    y, strides = filters.downsample(y, config.shape, config.downsampling, stride, f"{name}_conv")
+    y = filters.conv(y, width, config.shape, config.n, strides, name=f"{name}_conv")
     y = filters.bn_relu(y, f"{name}_conv")
     y = keras.layers.Conv2D(width * 4, 1, use_bias=False, name=f"{name}_expand")(y)
     y = keras.layers.BatchNormalization(name=f"{name}_expand_bn")(y)
-    y = keras.layers.Add(name=f"{name}_add")([y, _shortcut(x, width * 4, stride, name)])
+    x, strides = filters.downsample(x, config.shape, config.downsampling, stride, f"{name}_proj")
+    y = keras.layers.Add(name=f"{name}_add")([y, _shortcut(x, width * 4, strides, name)])
     return keras.layers.ReLU(name=f"{name}_out")(y)
 
 

@@ -40,7 +40,8 @@ def build_vgg(config: NetConfig) -> keras.Model:
         for i in range(1 if stage == 1 else 0, depth):
             stride = 2 if stage >= 3 and i == 0 else 1
             name = f"stage{stage}_conv{i + 1}"
-            x = filters.conv(x, width, config.shape, config.n, stride, name=name)
+            x, strides = filters.downsample(x, config.shape, config.downsampling, stride, name)
+            x = filters.conv(x, width, config.shape, config.n, strides, name=name)
             x = filters.bn_relu(x, name)
         if stage < len(widths) and widths[stage] > width:
             features.append(x)

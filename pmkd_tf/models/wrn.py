@@ -37,13 +37,15 @@ def downsampling(net: str) -> tuple[str, ...]:
 
 def _block(x, width: int, stride: int, config: NetConfig, name: str):
     pre = filters.bn_relu(x, f"{name}_pre")
-    y = filters.conv(pre, width, config.shape, config.n, stride, name=f"{name}_conv1")
+    # One pool (if any) feeds the strided conv and the projection alike.
+    pre, strides = filters.downsample(pre, config.shape, config.downsampling, stride, name)
+    y = filters.conv(pre, width, config.shape, config.n, strides, name=f"{name}_conv1")
     y = filters.bn_relu(y, f"{name}_conv1")
     y = filters.conv(y, width, config.shape, config.n, name=f"{name}_conv2")
     if stride == 1 and x.shape[-1] == width:
         shortcut = x
     else:
-        shortcut = keras.layers.Conv2D(width, 1, strides=stride, use_bias=False, name=f"{name}_proj")(pre)
+        shortcut = keras.layers.Conv2D(width, 1, strides=strides, use_bias=False, name=f"{name}_proj")(pre)
     return keras.layers.Add(name=f"{name}_out")([y, shortcut])
 
 
