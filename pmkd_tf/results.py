@@ -2,8 +2,9 @@
 
 The table follows the paper: the mean top-1 over seeds per method, marked
 up/down against the baseline, and the stability view of sec. 4.4.3 (each
-seed's deviation from its method's mean, and the spread), and, when the table has
-compute-matched controls, every method's margin over each control seed by seed.
+seed's deviation from its method's mean, and the spread), and every
+method's margin over the baseline and each compute-matched control, seed by
+seed, with a paired t-test's p-value.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import json
 import statistics
 from pathlib import Path
+
+import scipy.stats
 
 from pmkd_tf import files, methods
 from pmkd_tf.errors import UserError
@@ -109,23 +112,36 @@ def paired(table: dict[str, dict], reference: str) -> dict[str, list[float]]:
             if method not in ("teacher", reference) and row["mean"] is not None}
 
 
+def p_value(margins: list[float]) -> float | None:
+    """Two-sided paired t-test of seed-paired margins against zero (the same as `scipy.stats.ttest_rel` on the
+    two rows); None with fewer than two pairs or margins that do not vary, where the test says nothing."""
+    if len(margins) < 2 or statistics.pstdev(margins) == 0:
+        return None
+    return float(scipy.stats.ttest_1samp(margins, 0.0).pvalue)
+
+
 def _paired_lines(table: dict[str, dict]) -> list[str]:
-    """The margin of every method over each compute-matched control in the table, seed by seed."""
+    """The margin of every method over the baseline and each compute-matched control, seed by seed."""
     controls = [m for m in table if m in methods.METHODS and methods.METHODS[m].epoch_factor > 1
                 and table[m]["mean"] is not None]
-    if not controls:
+    references = [m for m in ("baseline",) if (table.get(m) or {}).get("mean") is not None] + controls
+    margins = {r: paired(table, r) for r in references}
+    if not any(margins.values()):
         return []
-    lines = ["", "## Paired by seed: each method minus each compute-matched control", "",
-             "Top-1 points, seed by seed over the seeds both rows have, and their mean; a control's student "
-             "trains as many epochs as a distilled student's phases.", "",
-             "| Method | " + " | ".join(f"minus {methods.label(c)}" for c in controls) + " |",
-             "|---|" + "---|" * len(controls)]
-    margins = {c: paired(table, c) for c in controls}
+    lines = ["", "## Paired by seed: each method minus the baseline and each compute-matched control", "",
+             "Top-1 points, seed by seed over the seeds both rows have, their mean, and the two-sided paired "
+             "t-test's p-value; a control's student trains as many epochs as a distilled student's phases. With "
+             "3 seeds (2 degrees of freedom) only a margin several times its seed-to-seed spread reaches "
+             "p < 0.05: a larger p says the seeds cannot decide, not that the rows are equal.", "",
+             "| Method | " + " | ".join(f"minus {methods.label(r)}" for r in references) + " |",
+             "|---|" + "---|" * len(references)]
     for method in table:
         cells = []
-        for control in controls:
-            diffs = margins[control].get(method)
-            cells.append(f"{statistics.fmean(diffs):+.2f} [{', '.join(f'{d:+.2f}' for d in diffs)}]" if diffs else "")
+        for reference in references:
+            diffs = margins[reference].get(method)
+            p = p_value(diffs) if diffs else None
+            cells.append(f"{statistics.fmean(diffs):+.2f} [{', '.join(f'{d:+.2f}' for d in diffs)}]"
+                         + (f" p={p:.2f}" if p is not None else "") if diffs else "")
         if any(cells):
             lines.append(f"| {methods.label(method)} | " + " | ".join(cells) + " |")
     return lines

@@ -199,6 +199,9 @@ class Search:
         exp = dataclasses.asdict(self.exp)
         for name in (*self.tune, *SPEED_ONLY):
             exp[name] = None
+        for name, before in pipeline.ADDED_SETTINGS.items():
+            if exp[name] == before:
+                del exp[name]  # so searches made before the setting existed are still found
         return {
             "experiment": exp, "method": self.method, "tune": list(self.tune),
             "ranges": {name: dataclasses.asdict(self.ranges[name]) for name in self.tune},

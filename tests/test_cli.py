@@ -121,6 +121,7 @@ def test_sigkill_mid_phase_then_rerun_resumes_without_redoing_epochs(data_dir, t
         ("--pacemaker_kind=diagonal", "--pacemaker_kind=diagonal: value should be one of <ensemble|column|row>"),
         ("--precision=fp8", "--precision=fp8: value should be one of"),
         ("--table=../elsewhere", "must be a plain file name"),
+        ("--downsampling=skip", "--downsampling=skip: value should be one of <stride|average|max>"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_2(data_dir, tmp_path, flag, message):
@@ -151,7 +152,7 @@ def test_convergence_ladder_stops_at_convergence_and_keeps_one_ladder_per_traini
     tiny = [flag for flag in TINY if not flag.startswith(("--seeds", "--train_examples"))]
     # Any doubling gains less than 100 points, so each ladder stops after its second rung.
     args = [sys.executable, "-m", "pmkd_tf.experiments.convergence", *tiny, "--epochs_list=1,2,4",
-            "--stop_below=100", f"--out_dir={tmp_path}"]
+            "--stop_below=100", "--downsampling=average", f"--out_dir={tmp_path}"]
     done = subprocess.run([*args, "--train_examples=320"], env=_env(data_dir), capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -159,6 +160,8 @@ def test_convergence_ladder_stops_at_convergence_and_keeps_one_ladder_per_traini
     root = tmp_path / "cifar10" / "vgg13"
     rows = json.loads((root / "convergence.json").read_text())["ladders"]["320"]["rows"]
     assert [row["epochs"] for row in rows] == [1, 2]
+    assert all(json.loads(path.read_text())["downsampling"] == "average"  # the flag reaches every rung
+               for path in (tmp_path / "cifar10" / "vgg13").glob("*/config.json"))
     gain = 100 * (rows[1]["test_accuracy"] - rows[0]["test_accuracy"])
     assert f"| 2 | {100 * rows[1]['test_accuracy']:.2f} | {gain:+.2f} |" in (root / "convergence.md").read_text()
     # A second training-set size is a second ladder of the same table, plotted beside the first.

@@ -1,10 +1,12 @@
 """Every method end to end on real images; artefact reuse; the table."""
 
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+import scipy.stats
 
 from pmkd_tf import methods, models, pipeline, plots, results as tables
 from pmkd_tf.recipe import Recipe
@@ -92,6 +94,23 @@ def test_downsampling_enters_identities_only_where_it_changes_a_model(trained):
     assert "downsampling" not in stride.flat() and average.flat()["downsampling"] == "average"
 
 
+def test_the_committed_converged_table_and_its_phases_are_still_found():
+    """Today's code gives the committed `converged` table's settings and every phase's config (so its folder)."""
+    root = Path(__file__).parents[1] / "experiments/results/cifar10/resnet18"
+    table = json.loads((root / "converged.json").read_text())
+    stored = {k: v for k, v in table["experiment"].items() if k not in ("class_names", "command")}
+    recipe_fields = set(Recipe.__dataclass_fields__)
+    exp = pipeline.Experiment(**{k: v for k, v in stored.items() if k not in recipe_fields},
+                              recipe=Recipe(**{k: v for k, v in stored.items() if k in recipe_fields}))
+    assert exp.flat() == stored
+    for method in ("teacher", "baseline", "pmkd", "kd_fitnet_long"):
+        run = table["runs"][f"{method}/seed1" if method != "teacher" else "teacher/seed0"]
+        seed = run["seed"]
+        phases = list(pipeline.chain(pipeline.plan(exp, method, seed)))
+        data = json.loads((root / run["phases"][0] / "config.json").read_text())["data"]
+        assert [p.folder(exp, data) for p in phases] == run["phases"], method
+
+
 def test_fig2_phase3_starts_from_the_pacemaker_row_member(cifar, trained):
     trainer, _ = trained
     exp = _exp(phase3_init="pacemaker_row")
@@ -177,7 +196,7 @@ def test_a_method_the_table_does_not_know_is_shown_by_name(tmp_path):
     assert "3 classes: bolt, nut, washer." in md  # the user's class names travel into the table
 
 
-def test_each_method_is_paired_by_seed_with_each_compute_matched_control(tmp_path):
+def test_each_method_is_paired_by_seed_with_the_baseline_and_each_compute_matched_control(tmp_path):
     path = tmp_path / "converged.json"
     top1 = {"baseline": (0.40, 0.38, 0.39), "baseline_long": (0.41, 0.37, 0.42), "pmkd": (0.45, 0.40),
             "kd_fitnet_long": (0.43, 0.41)}
@@ -187,11 +206,16 @@ def test_each_method_is_paired_by_seed_with_each_compute_matched_control(tmp_pat
                                  "total_epochs": 2, "total_wall_seconds": 1.0}, {"net": "vgg13", "dataset": "cifar10"})
     md = tables.markdown(tables.load(path))
     paired = md.split("## Paired by seed")[1].split("##")[0]
-    assert "| Method | minus Baseline (2x epochs) | minus KD + FitNet (2x epochs) |" in paired
-    # PMKD has seeds 0 and 1 only: it is paired on those, not against the control's 3-seed mean.
-    assert "| PMKD | +3.50 [+4.00, +3.00] | +0.50 [+2.00, -1.00] |" in paired
-    assert "| Baseline | -1.00 [-1.00, +1.00, -3.00] | -3.00 [-3.00, -3.00] |" in paired
-    # A table without controls (the paper's methods only) has no such section.
+    assert "| Method | minus Baseline | minus Baseline (2x epochs) | minus KD + FitNet (2x epochs) |" in paired
+    # PMKD has seeds 0 and 1 only: it is paired on those, not against the control's 3-seed mean; the
+    # p-value is scipy's paired t-test on the two rows' seeds.
+    p = [scipy.stats.ttest_rel([45, 40], other).pvalue for other in ([40, 38], [41, 37], [43, 41])]
+    assert f"| PMKD | +3.50 [+5.00, +2.00] p={p[0]:.2f} | +3.50 [+4.00, +3.00] p={p[1]:.2f} | " \
+           f"+0.50 [+2.00, -1.00] p={p[2]:.2f} |" in paired
+    # Margins that do not vary give the test nothing to say: no p-value rather than p=0.
+    p = scipy.stats.ttest_rel([40, 38, 39], [41, 37, 42]).pvalue
+    assert f"| Baseline |  | -1.00 [-1.00, +1.00, -3.00] p={p:.2f} | -3.00 [-3.00, -3.00] |" in paired
+    # A table with a baseline only has nothing to pair.
     tables.record(tmp_path / "results.json", {"method": "baseline", "seed": 0, "status": "ok", "test_accuracy": 0.5,
                                               "total_epochs": 1, "total_wall_seconds": 1.0}, {"net": "vgg13"})
     assert "Paired by seed" not in tables.markdown(tables.load(tmp_path / "results.json"))

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import types
+from pathlib import Path
 
 import keras_tuner as kt
 import pytest
@@ -25,10 +26,10 @@ pytestmark = pytest.mark.filterwarnings("ignore:getName\\(\\) is deprecated:Depr
 
 TUNE = [sys.executable, "-m", "pmkd_tf.experiments.tune"]
 TINY = {"dataset": "cifar10", "net": "vgg13", "recipe": Recipe(epochs=1, batch_size=64), "width_multiplier": 1 / 16,
-        "train_examples": 128, "test_examples": 64, "validation_examples": 64}
+        "train_examples": 128, "test_examples": 64, "validation_examples": 64, "downsampling": "average"}
 TINY_FLAGS = ["--net=vgg13", "--width_multiplier=0.0625", "--batch_size=64", "--train_examples=128",
               "--test_examples=64", "--validation_examples=64", "--trial_epochs=1", "--tuner=random",
-              "--max_trials=2"]
+              "--max_trials=2", "--downsampling=average"]
 
 
 def _env(data_dir, **extra):
@@ -97,7 +98,7 @@ def test_second_invocation_continues_the_search_instead_of_restarting(searched, 
 def test_runner_accepts_best_json_and_reuses_the_best_trials_phases(searched, data_dir):
     best = json.loads(searched.best.read_text())
     command = shlex.split(best["run_command"])
-    assert command[:3] == ["python", "-m", "pmkd_tf.experiments.run"]
+    assert command[:3] == ["python", "-m", "pmkd_tf.experiments.run"] and "--downsampling=average" in command
     phases = _phase_dirs(searched.out)
     done = subprocess.run([sys.executable, *command[1:]], env=_env(data_dir), capture_output=True, text=True,
                           timeout=300, check=False)
@@ -162,6 +163,18 @@ def test_phases_a_trial_reruns():
     assert _search(method="pm_kd", tune=("temperature",)).phases()[1] == ["teacher-seed0"]
     fig2 = _search(method="pmkd", exp={"phase3_init": "pacemaker_row"})
     assert fig2.phases() == (["pacemaker-kd_feature-ensemble-seed0", "pmkd-seed0"], ["teacher-seed0"])
+
+
+def test_the_committed_search_is_still_found():
+    """A setting added since (`downsampling`, at its old behaviour) leaves the committed project's name as it was."""
+    [project] = (Path(__file__).parents[1] / "experiments/results/cifar10/resnet18/tune").glob("pmkd-bayesian-*")
+    stored = json.loads((project / "search.json").read_text())
+    settings = {name: value for name, value in stored["experiment"].items() if value is not None}
+    exp = pipeline.Experiment(**{**settings, "recipe": Recipe(**settings["recipe"])})
+    search = tuning.Search(exp, method=stored["method"], tune=tuple(stored["tune"]), tuner=stored["tuner"],
+                           ranges={n: tuning.Range(**r) for n, r in stored["ranges"].items()},
+                           seeds=stored["seeds"], search_seed=stored["search_seed"])
+    assert search.project_name() == project.name
 
 
 def test_search_space_and_oracles():
