@@ -7,9 +7,14 @@ of VGG16 and WRN-16-8 at x0.125, all on 32x32x3 CIFAR-10: export int8
 (calibrated on real training images), generate the C engine
 (`pmkd_tf.export.cstream.codegen`), and run it on real test images on the
 host (`cstream.host`) and on QEMU's Cortex-M4 (`cstream.cortex_m4`), every
-logit compared with LiteRT's reference kernels. A model trained by
+logit compared with LiteRT's reference kernels; and measure the TensorFlow
+Lite Micro arena of the same int8 model, as the export does
+(`micro.measure_arena`). `--downsampling=average|max` builds the students
+with a 2x1 pool before each stride (`models.NetConfig.downsampling`); the
+teacher is the same either way. A model trained by
 `pmkd_tf.experiments.run` is used when `--results/<net>/*/model.keras` has a
-`config.json` of the same net, shape, width, N and dataset; otherwise the
+`config.json` of the same net, shape, width, N, dataset and (for a student)
+down-sampling; otherwise the
 model is freshly initialised (seeded): state, stack, flash and instruction
 counts depend on the architecture, not on the weights. Which one was used is
 recorded per model.
@@ -33,7 +38,7 @@ from absl import app, flags, logging
 from benchmarks import common
 from pmkd_tf import data, models
 from pmkd_tf.errors import UserError
-from pmkd_tf.export import tflite
+from pmkd_tf.export import micro, tflite
 from pmkd_tf.export.cstream import codegen, cortex_m4, host
 
 FLAGS = flags.FLAGS
@@ -70,16 +75,19 @@ flags.DEFINE_string("results", f"experiments/results/{DATASET}", "Where trained 
 flags.DEFINE_integer("images", 100, "Real test images run through each engine, on the host and on the Cortex-M4.")
 flags.DEFINE_integer("calibration_examples", 100, "Real training images for int8 calibration.")
 flags.DEFINE_integer("seed", 0, "Seed of freshly initialised models and of the data subsets.")
+flags.DEFINE_enum("downsampling", "stride", list(models.DOWNSAMPLINGS), "How the 1xN students halve their height "
+                  "(models.NetConfig.downsampling); the NxN teacher ignores it.")
 
 
 def trained_model(net: str, shape: str) -> Path | None:
-    """The first (by folder name) trained model of exactly this net, shape, width, N and dataset, if any."""
+    """The first (by folder name) trained model of exactly this net, shape, width, N, dataset and down-sampling."""
     for config_file in sorted(Path(FLAGS.results).expanduser().glob(f"{net}/*/config.json")):
         config = json.loads(config_file.read_text())
         model_file = config_file.with_name("model.keras")
         if model_file.is_file() and config.get("net") == net and config.get("student") == shape \
                 and config.get("width_multiplier") == WIDTH and config.get("n") == N \
-                and config.get("dataset") == DATASET:
+                and config.get("dataset") == DATASET \
+                and (shape == "NxN" or config.get("downsampling", "stride") == FLAGS.downsampling):
             return model_file
     return None
 
@@ -90,7 +98,8 @@ def build(net: str, shape: str) -> tuple[keras.Model, str]:
     if path is not None:
         return tflite.load_student(path), f"trained: {path}"
     keras.utils.set_random_seed(FLAGS.seed)
-    return models.get_model(net, shape, 10, WIDTH, n=N), f"freshly initialised (seed {FLAGS.seed})"
+    return (models.get_model(net, shape, 10, WIDTH, n=N, downsampling=FLAGS.downsampling),
+            f"freshly initialised (seed {FLAGS.seed})")
 
 
 def measure(name: str, net: str, shape: str, splits: data.Splits, work: Path) -> dict:
@@ -106,6 +115,7 @@ def measure(name: str, net: str, shape: str, splits: data.Splits, work: Path) ->
         "net": net, "shape": shape, "width_multiplier": WIDTH, "model": source,
         "parameters": int(model.count_params()), "macs": tflite.count_macs(model),
         "plan": sources.plan_summary(), "int8_flash_bytes": len(int8),
+        "tflm_arena_bytes": micro.measure_arena(int8).minimum,
         "host": host.check(sources.directory, inputs, expected),
         "cortex_m4": cortex_m4.check(sources.directory, inputs, expected),
     }
@@ -150,24 +160,29 @@ def markdown(result: dict) -> str:
                   f"code + constants, the rest ({min(rest):,}-{max(rest):,} B) is the test harness, startup code "
                   "and newlib's memcpy/memset. RAM is `sizeof(pmkd_stream)` (all mutable state) plus the engine's "
                   "peak stack below `main`, measured by stack painting.", ""]
-    lines += ["| Model | Weights | MACs (executed) | State (B) | Peak stack (B) | State + stack (B) | Flash (B) | "
-              "Engine code + const (B) | Instructions / inference | Same, every row computed | Host mismatched | "
-              "M4 mismatched |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    lines += ["| Model | Weights | MACs (executed) | Input rows read | State (B) | Peak stack (B) | "
+              "State + stack (B) | TFLM arena (B) | Flash (B) | Engine code + const (B) | Instructions / inference | "
+              "Same, every row computed | Host mismatched | M4 mismatched |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for name, r in result["models"].items():
         c, weights = r["cortex_m4"], "trained" if r["model"].startswith("trained") else "fresh"
         macs = f"{r['macs']:,} ({r['plan']['macs_executed']:,})"
+        rows = f"{r['plan']['input_rows_read']} of {r['plan']['input_rows']}"
         if "skipped" in c:
-            lines.append(f"| {name} | {weights} | {macs} | | | | | | | | {_mismatches(r['host'])} | {c['skipped']} |")
+            lines.append(f"| {name} | {weights} | {macs} | {rows} | | | | {r['tflm_arena_bytes']:,} | | | | | "
+                         f"{_mismatches(r['host'])} | {c['skipped']} |")
             continue
+        ram = c["state_bytes"] + c["peak_stack_bytes"]
         every = r.get("cortex_m4_every_row", c)
         every_row = f"{every['instructions_per_inference']:,} ({_mismatches(every)})" if every is not c else "same"
         lines.append(
-            f"| {name} | {weights} | {macs} | {c['state_bytes']:,} | {c['peak_stack_bytes']:,} | "
-            f"{c['state_bytes'] + c['peak_stack_bytes']:,} | {c['flash_bytes']:,} | "
+            f"| {name} | {weights} | {macs} | {rows} | {c['state_bytes']:,} | {c['peak_stack_bytes']:,} | "
+            f"{ram:,} (1/{r['tflm_arena_bytes'] / ram:.0f}) | {r['tflm_arena_bytes']:,} | {c['flash_bytes']:,} | "
             f"{c['engine_code_bytes']:,} + {c['engine_const_bytes']:,} | {c['instructions_per_inference']:,} | "
             f"{every_row} | {_mismatches(r['host'])} | {_mismatches(c)} |")
-    lines += ["", "MACs: all of the model's (Keras count) and, in brackets, those the engine executes: a 1xN "
+    lines += ["", "TFLM arena: the smallest TensorFlow Lite Micro arena that runs the same int8 model (bisection, "
+              "as `python -m pmkd_tf.export` reports it); in brackets, state + stack as a fraction of it.",
+              "", "MACs: all of the model's (Keras count) and, in brackets, those the engine executes: a 1xN "
               "network's vertically strided layers read only every other row, so the rows before them that feed "
               "nothing are skipped (the logits do not change). 'Every row computed' is the same model built with "
               "`skip_dead_rows=False`, as a whole-frame runtime computes it (its mismatches in brackets)."]
@@ -208,7 +223,8 @@ def body() -> None:
         "benchmark": NAME,
         "command": common.command_line(f"benchmarks.{NAME}"),
         "machine": machine,
-        "settings": {"dataset": DATASET, "width_multiplier": WIDTH, "n": N, "images": FLAGS.images,
+        "settings": {"dataset": DATASET, "width_multiplier": WIDTH, "n": N, "downsampling": FLAGS.downsampling,
+                     "images": FLAGS.images,
                      "calibration_examples": FLAGS.calibration_examples, "seed": FLAGS.seed,
                      "results": FLAGS.results},
         "tools_missing": {"host": host.tools_missing(), "cortex_m4": cortex_m4.tools_missing()},

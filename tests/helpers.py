@@ -20,6 +20,16 @@ def randomise_batch_norm(model: keras.Model, seed: int = 0) -> keras.Model:
     return model
 
 
+def reshape_images(images: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """Real CIFAR pixels in another input shape: tiled and cropped to H x W, RGB averaged to grey for one channel."""
+    height, width, channels = shape
+    tiles = (1, -(-height // images.shape[1]), -(-width // images.shape[2]), 1)
+    images = np.tile(images, tiles)[:, :height, :width]
+    if channels == 1:
+        images = np.round(images.mean(axis=-1, keepdims=True)).astype(np.uint8)
+    return images
+
+
 def require_tools(missing: list[str], what: str) -> None:
     """Skip naming what to install, or fail under CI=true (where `.ci/run` installs every tool)."""
     if missing:

@@ -7,18 +7,19 @@ tool fails these tests; elsewhere they skip, naming the package to install.
 import dataclasses
 import json
 import re
+import shutil
 import subprocess
 import sys
 
 import keras
 import numpy as np
 import pytest
-from helpers import randomise_batch_norm, require_tools
+from helpers import randomise_batch_norm, require_tools, reshape_images
 
 from pmkd_tf import models
 from pmkd_tf.export import tflite
 from pmkd_tf.export.cstream import codegen, export, graph, host, plan
-from pmkd_tf.export.errors import StreamingError
+from pmkd_tf.export.errors import ExportError, StreamingError
 
 TINY = 1 / 16
 CALIBRATION = 100
@@ -33,28 +34,20 @@ def compiler():
 
 
 
-def _reshape(images: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """Real CIFAR pixels in another input shape: tiled and cropped to H x W, RGB averaged to grey for one channel."""
-    height, width, channels = shape
-    tiles = (1, -(-height // images.shape[1]), -(-width // images.shape[2]), 1)
-    images = np.tile(images, tiles)[:, :height, :width]
-    if channels == 1:
-        images = np.round(images.mean(axis=-1, keepdims=True)).astype(np.uint8)
-    return images
-
-
 class Case:
     """One int8 model of the zoo, its generated c/ and its host check on real images."""
 
-    def __init__(self, cifar, tmp_path_factory, net: str, shape: str, input_shape=(32, 32, 3), seed: int = 0):
+    def __init__(self, cifar, tmp_path_factory, net: str, shape: str, input_shape=(32, 32, 3),
+                 downsampling: str = "stride", seed: int = 0):
         keras.utils.set_random_seed(seed)
-        model = randomise_batch_norm(models.get_model(net, shape, 10, TINY, input_shape=input_shape), seed)
+        model = models.get_model(net, shape, 10, TINY, input_shape=input_shape, downsampling=downsampling)
+        model = randomise_batch_norm(model, seed)
         channels = input_shape[2]
         mean, std = (cifar.mean, cifar.std) if channels == 3 else ([0.47], [0.25])
         self.int8 = tflite.convert_int8(tflite.deployable(model, mean, std),
-                                        _reshape(cifar.train_images[:CALIBRATION], input_shape))
+                                        reshape_images(cifar.train_images[:CALIBRATION], input_shape))
         reference = tflite.LiteRT(self.int8, "reference")
-        self.inputs = tflite.quantize_pixels(_reshape(cifar.test_images[:IMAGES], input_shape), reference.input)
+        self.inputs = tflite.quantize_pixels(reshape_images(cifar.test_images[:IMAGES], input_shape), reference.input)
         self.expected = np.stack([reference.invoke(x) for x in self.inputs])
         self.c_dir = tmp_path_factory.mktemp(f"{net}_{shape}") / "c"
         self.sources = codegen.write_c_sources(self.int8, self.c_dir)
@@ -62,13 +55,20 @@ class Case:
 
 
 # Every family in 1xN and a teacher; one non-square input (whose last pool leaves 2 rows to flatten) and one
-# grey input ride along, so that each export (the slow part) covers as much as it can.
+# grey input ride along, so that each export (the slow part) covers as much as it can. Then every family again with
+# `--downsampling=average` (and VGG with max): "same" 2x1 pools that meet an odd row count (17, 19) or a one-row
+# strip, whose padding row must be skipped, not read.
 CASES = {
     "vgg13_1xN_64x40": ("vgg13", "1xN", (64, 40, 3)),
     "resnet18_1xN": ("resnet18", "1xN"),
     "resnet18_NxN": ("resnet18", "NxN"),
     "resnet50_1xN": ("resnet50", "1xN"),
     "wrn_10_10_1xN_grey": ("wrn_10_10", "1xN", (32, 32, 1)),
+    "vgg13_1xN_average_19x33": ("vgg13", "1xN", (19, 33, 3), "average"),
+    "vgg13_1xN_max": ("vgg13", "1xN", (32, 32, 3), "max"),
+    "resnet18_1xN_average_17x33": ("resnet18", "1xN", (17, 33, 3), "average"),
+    "resnet50_1xN_average": ("resnet50", "1xN", (32, 32, 3), "average"),
+    "wrn_10_10_1xN_average_1x12": ("wrn_10_10", "1xN", (1, 12, 3), "average"),
 }
 
 
@@ -132,6 +132,13 @@ def test_rows_no_layer_reads_are_skipped_and_computing_them_changes_nothing(case
     assert cases["resnet18_NxN"].sources.macs_executed == cases["resnet18_NxN"].sources.macs
 
 
+def test_a_pooling_student_reads_every_image_row(cases):
+    """Pooling row pairs before each stride leaves no image row dead, at any height (a 1-row strip too)."""
+    pooled = {name: spec[2][0] for name, spec in CASES.items() if len(spec) == 4}  # name: image height
+    assert len(pooled) == 5
+    assert {name: cases[name].sources.input_rows_read for name in pooled} == pooled
+
+
 def test_the_plan_is_checked_row_by_row(cases):
     """`plan.check` replays the schedule: packing every ring at offset 0 must be caught, not compiled."""
     good = plan.make_plan(graph.parse(cases["resnet18_1xN"].int8))
@@ -156,18 +163,68 @@ def test_an_image_read_by_a_window_is_copied_into_a_line_buffer(compiler, cifar,
 
 
 @pytest.fixture(scope="module")
-def average_pool_student() -> keras.Model:
-    """A PMKD-shaped model with an AVERAGE_POOL_2D, an op the engine does not have."""
+def tiny_engine(compiler, cifar, tmp_path_factory) -> codegen.CSources:
+    """The C engine of a tiny untrained model whose logits are ready before the image's last row: its stem, a
+    VALID 3x3 stride-2 conv, reads rows 0 to 30, so no layer reads row 31."""
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D(keepdims=True)(x)
+    logits = keras.layers.Reshape((10,))(keras.layers.Conv2D(10, 1)(x))
+    keras.utils.set_random_seed(0)
+    int8 = tflite.convert_int8(keras.Model(inputs, logits), cifar.train_images[:20])
+    return codegen.write_c_sources(int8, tmp_path_factory.mktemp("tiny") / "c")
+
+
+def test_a_model_of_1x1_convs_only_compiles_warning_free(compiler, cifar, tmp_path):
+    """PMKD_MAX_WINDOW 1 (e.g. --n=1): the engine still builds under -Werror."""
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(4, 1, activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D(keepdims=True)(x)
+    logits = keras.layers.Reshape((10,))(keras.layers.Conv2D(10, 1)(x))
+    keras.utils.set_random_seed(0)
+    sources = codegen.write_c_sources(tflite.convert_int8(keras.Model(inputs, logits), cifar.train_images[:20]),
+                                      tmp_path / "c")
+    assert "#define PMKD_MAX_WINDOW 1" in (sources.directory / "pmkd_stream.h").read_text()
+    host.build(sources.directory, tmp_path)
+
+
+API_CHECKS = 46  # the promises harness/api_check.c checks: all must be checked, none may fail
+
+
+def test_the_api_reports_misuse_as_its_header_says(tiny_engine, tmp_path):
+    """harness/api_check.c: NULL arguments, logits before the last row, rows past the end, resets."""
+    assert tiny_engine.input_rows_read == 31  # the last row is dead, so "logits NULL mid-image" means something
+    program, _ = host.build(tiny_engine.directory, tmp_path, host.API_CHECK)
+    run = subprocess.run([str(program)], capture_output=True, text=True, timeout=60)
+    assert (run.returncode, run.stdout, run.stderr) == (0, f"checks {API_CHECKS} failed 0\n", "")
+    header = (tiny_engine.directory / "pmkd_stream.h").read_text()
+    for status in ("PMKD_OK = 0", "PMKD_IMAGE_COMPLETE = 1", "PMKD_ERROR_NULL = -1", "PMKD_ERROR_PAST_END = -2"):
+        assert status in header
+
+
+def test_the_host_harness_fails_on_an_unexpected_status(tiny_engine, tmp_path):
+    c_dir = shutil.copytree(tiny_engine.directory, tmp_path / "c")
+    engine = c_dir / "pmkd_stream.c"
+    complete = "return r + 1 == image->out_h ? PMKD_IMAGE_COMPLETE : PMKD_OK;"
+    assert engine.read_text().count(complete) == 1
+    engine.write_text(engine.read_text().replace(complete, "return PMKD_OK; /* never complete */"))
+    with pytest.raises(ExportError, match="pmkd_stream_push_row returned status 0, not 1, for row 31 of image 0"):
+        host.check(c_dir, np.zeros((1, 32, 32, 3), np.int8), np.zeros((1, 10), np.int8))
+
+
+@pytest.fixture(scope="module")
+def depthwise_student() -> keras.Model:
+    """A PMKD-shaped model with a DEPTHWISE_CONV_2D, an op the engine does not have (TFLite Micro has)."""
     inputs = keras.Input((32, 32, 3), name="image")
     stem = keras.layers.Conv2D(4, 3, padding="same", name="stem_conv")(inputs)
-    x = keras.layers.GlobalAveragePooling2D()(keras.layers.AveragePooling2D(2)(stem))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.DepthwiseConv2D((1, 3), padding="same")(stem))
     return keras.Model(inputs, {"logits": keras.layers.Dense(10)(x), "features": [stem]})
 
 
-def test_an_op_the_engine_lacks_is_one_line_and_leaves_no_c_dir(cifar, average_pool_student, tmp_path):
-    int8 = tflite.convert_int8(tflite.deployable(average_pool_student, cifar.mean, cifar.std), cifar.train_images[:20])
+def test_an_op_the_engine_lacks_is_one_line_and_leaves_no_c_dir(cifar, depthwise_student, tmp_path):
+    int8 = tflite.convert_int8(tflite.deployable(depthwise_student, cifar.mean, cifar.std), cifar.train_images[:20])
     c_dir = tmp_path / "c"
-    refusal = r"^op \d+ \(AVERAGE_POOL_2D\): the C engine has no AVERAGE_POOL_2D kernel; it runs CONV_2D, "
+    refusal = r"^op \d+ \(DEPTHWISE_CONV_2D\): the C engine has no DEPTHWISE_CONV_2D kernel; it runs CONV_2D, "
     with pytest.raises(StreamingError, match=refusal) as error:
         codegen.write_c_sources(int8, c_dir)
     assert "\n" not in str(error.value)
@@ -176,7 +233,7 @@ def test_an_op_the_engine_lacks_is_one_line_and_leaves_no_c_dir(cifar, average_p
     c_dir.mkdir()
     (c_dir / "pmkd_stream.h").write_text("stale")
     section = export.export_c(int8, c_dir, np.zeros((1, 32, 32, 3), np.int8), np.zeros((1, 10), np.int8), "auto", 1)
-    assert set(section) == {"refused"} and "AVERAGE_POOL_2D" in section["refused"]
+    assert set(section) == {"refused"} and "DEPTHWISE_CONV_2D" in section["refused"]
     assert export.failure(section).startswith("C engine: op ") and not c_dir.exists()
     assert export.export_c(int8, c_dir, None, None, "off", 1) == {"skipped": "turned off (--c_engine=off)"}
 
@@ -188,10 +245,10 @@ def test_the_cases_cover_every_kernel(cases):
     assert {(3, 3, 1), (3, 3, 2), (1, 3, 1), (1, 3, 2), (1, 1, 1), (1, 1, 2)} <= convs
 
 
-def test_c_engine_on_with_an_unstreamable_model_exits_2_but_exports_tflite_micro(average_pool_student, data_dir,
+def test_c_engine_on_with_an_unstreamable_model_exits_2_but_exports_tflite_micro(depthwise_student, data_dir,
                                                                                  tmp_path):
     model_path = tmp_path / "student.keras"
-    average_pool_student.save(model_path)
+    depthwise_student.save(model_path)
     out_dir = tmp_path / "export"
     result = subprocess.run(
         [sys.executable, "-m", "pmkd_tf.export", f"--model={model_path}", "--dataset=cifar10",
@@ -201,8 +258,8 @@ def test_c_engine_on_with_an_unstreamable_model_exits_2_but_exports_tflite_micro
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr[-2000:]
     error = result.stderr.strip().splitlines()[-1]
-    assert error.startswith("pmkd_tf.export: error: C engine: op ") and "AVERAGE_POOL_2D" in error
+    assert error.startswith("pmkd_tf.export: error: C engine: op ") and "DEPTHWISE_CONV_2D" in error
     for name in ("model_int8.tflite", "model_data.cc", "model_data.h", "model_ops.h", "report.json"):
         assert (out_dir / name).is_file(), name
     assert not (out_dir / "c").exists()
-    assert "AVERAGE_POOL_2D" in json.loads((out_dir / "report.json").read_text())["c_stream"]["refused"]
+    assert "DEPTHWISE_CONV_2D" in json.loads((out_dir / "report.json").read_text())["c_stream"]["refused"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from helpers import reshape_images
 
 from pmkd_tf import data, models
 from pmkd_tf.export import carray, exporter, micro, tflite
@@ -139,6 +140,24 @@ def test_float_and_int8_streaming_in_the_report_are_bit_exact_and_small(exported
         assert stream[kind]["bit_exact_images"] == stream[kind]["images"]
         assert stream[kind]["max_abs_logit_diff"] == 0.0 and stream[kind]["prediction_agreement"] == 1.0
     assert stream["int8"]["peak_bytes"] * 8 < stream["int8"]["frame_peak_bytes"] < stream["tflm_arena_bytes"]
+
+
+@pytest.mark.parametrize("downsampling, op", [("average", "AVERAGE_POOL_2D"), ("max", "MAX_POOL_2D")])
+def test_a_student_that_pools_row_pairs_converts_and_runs_on_tflite_micro(splits, downsampling, op):
+    """Its "same" 2x1 pools at an odd height (the last window is one row): float TFLite computes the Keras
+    logits, and TFLite Micro the int8 logits of LiteRT's reference kernels bit for bit."""
+    shape = (17, 33, 3)
+    keras.utils.set_random_seed(0)
+    student = models.get_model("wrn_10_10", "1xN", 10, 1 / 16, input_shape=shape, downsampling=downsampling)
+    images = reshape_images(splits.test_images[:16], shape)
+    deploy = tflite.deployable(student, splits.mean, splits.std)
+    np.testing.assert_allclose(tflite.LiteRT(tflite.convert_float(deploy)).outputs(images),
+                               tflite.keras_logits(student, images, splits.mean, splits.std), atol=1e-4, rtol=1e-4)
+    int8_model = tflite.convert_int8(deploy, reshape_images(splits.train_images[:100], shape))
+    assert op in micro.check_micro_ops(int8_model)
+    reference = tflite.LiteRT(int8_model, "reference")
+    inputs = tflite.quantize_pixels(images, reference.input)
+    np.testing.assert_array_equal(micro.run_micro(int8_model, inputs), np.stack([reference.invoke(x) for x in inputs]))
 
 
 def test_model_data_cc_compiles_and_holds_the_exact_model_bytes(exported, splits, tmp_path):

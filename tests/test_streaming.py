@@ -6,7 +6,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from helpers import randomise_batch_norm
+from helpers import randomise_batch_norm, reshape_images
 
 from pmkd_tf import data, models
 from pmkd_tf.export import streaming, tflite
@@ -50,6 +50,27 @@ def test_float_and_int8_streaming_equal_the_full_frame_for_every_family(cifar, n
     for result in (float_results[0], int8_results[0]):
         assert result.line_buffer_rows == 3  # the 3x3 stem's line buffer (VGG's 2x2 pools need only 2)
         assert result.peak_bytes * 8 < result.frame_peak_bytes
+
+
+# Every family with `--downsampling=average`, VGG with max too: "same" 2x1 pools meet odd row counts (19, 17) and a
+# one-row strip, where a pool's window ends at the last row (its padding is skipped, not read).
+POOLED = {
+    "vgg13_average_19x33": ("vgg13", "average", (19, 33, 3)),
+    "vgg13_max": ("vgg13", "max", (32, 32, 3)),
+    "resnet18_average_17x33": ("resnet18", "average", (17, 33, 3)),
+    "resnet50_average": ("resnet50", "average", (32, 32, 3)),
+    "wrn_10_10_average_1x12": ("wrn_10_10", "average", (1, 12, 3)),
+}
+
+
+@pytest.mark.parametrize("name", POOLED)
+def test_students_that_pool_before_each_stride_stream_exactly(cifar, name):
+    net, downsampling, input_shape = POOLED[name]
+    model = models.get_model(net, "1xN", 10, TINY, input_shape=input_shape, downsampling=downsampling)
+    model = randomise_batch_norm(model)
+    train, test = (reshape_images(images, input_shape) for images in (cifar.train_images, cifar.test_images))
+    for result in (_stream(_float(model), test[:2])[0], _stream(_int8(model, train), test)[0]):
+        assert result.line_buffer_rows == min(3, input_shape[0])  # the 3x3 stem's; a 2x1 pool holds 2 rows
 
 
 def test_streaming_memory_does_not_grow_with_image_height():

@@ -69,21 +69,29 @@ static void log_value(const char *text, long value)
     BoardLogWrite(&digits[at + 1]);
 }
 
-/* Streams one camera image through the engine, row by row as the sensor delivers it; false on a sensor
- * error (the partly pushed image is dropped: the next frame starts with pmkd_stream_reset). */
-static bool stream_image(void)
+typedef enum { FRAME_DONE, FRAME_CAMERA_FAILED, FRAME_ENGINE_FAILED } frame_result;
+
+/* Streams one camera image through the engine, row by row as the sensor delivers it. On a sensor error
+ * the partly pushed image is dropped: the next frame starts with pmkd_stream_reset. The engine answers
+ * PMKD_OK to every row but the last and PMKD_IMAGE_COMPLETE to the last; anything else means that other
+ * code pushed into, reset or overwrote the stream, which no retry fixes. */
+static frame_result stream_image(void)
 {
     pmkd_stream_reset(&stream);
     for (int y = 0; y < PMKD_INPUT_HEIGHT; ++y) {
         if (!CameraReadRow(y, camera_row)) {
-            return false;
+            return FRAME_CAMERA_FAILED;
         }
         for (int i = 0; i < ROW_BYTES; ++i) {
             input_row[i] = pixel_to_input[camera_row[i]];
         }
-        pmkd_stream_push_row(&stream, input_row);
+        const pmkd_status status = pmkd_stream_push_row(&stream, input_row);
+        if (status != (y == PMKD_INPUT_HEIGHT - 1 ? PMKD_IMAGE_COMPLETE : PMKD_OK)) {
+            log_value("Engine returned an unexpected status; stopping. pmkd_stream_push_row: ", status);
+            return FRAME_ENGINE_FAILED;
+        }
     }
-    return true;
+    return FRAME_DONE;
 }
 
 /* The class with the largest int8 logit (dequantising is monotonic, so it is not needed). */
@@ -104,7 +112,11 @@ int main(void)
     log_value("pmkd_stream state bytes: ", (long)sizeof(pmkd_stream));
     int camera_failures = 0;
     for (;;) {
-        if (!stream_image()) {
+        const frame_result frame = stream_image();
+        if (frame == FRAME_ENGINE_FAILED) {
+            return 2;
+        }
+        if (frame == FRAME_CAMERA_FAILED) {
             ++camera_failures;
             if (camera_failures >= MAX_CAMERA_FAILURES) {
                 log_value("Camera read failed too often in a row; stopping: check the sensor. Failures: ",
@@ -117,7 +129,7 @@ int main(void)
             continue;
         }
         camera_failures = 0;
-        const int8_t *logits = pmkd_stream_logits(&stream);
+        const int8_t *logits = pmkd_stream_logits(&stream); /* not NULL: the last push was IMAGE_COMPLETE */
         const int label = argmax(logits);
         /* logit = (q - PMKD_OUTPUT_ZERO_POINT) * PMKD_OUTPUT_SCALE, if the value itself is wanted. */
         log_value("class ", label);

@@ -7,7 +7,8 @@ arrive from a camera, holding no frame buffer:
 
 * the NxN stem keeps an N-row line buffer (padding rows above and below);
 * every later layer turns one input row into one output row; a vertically
-  strided layer simply keeps every other row; a 2x2 max-pool keeps 2 rows;
+  strided layer simply keeps every other row; a 2x2 max-pool, or the 2x1
+  pool before a stride of `--downsampling=average|max`, keeps 2 rows;
 * global average pooling keeps a running per-channel sum;
 * the classifier runs once, after the last row.
 
@@ -21,7 +22,9 @@ also give the full-frame peak (whole tensors, same liveness rule).
 is cut out as a one-op model with the same weights and quantisation and run
 by LiteRT's reference kernels (which TFLite Micro matches bit for bit) on
 row strips. A conv's "same" padding is done here, with the input zero point
-for int8 (what the kernel's padding means) and 0.0 for float. Only the
+for int8 (what the kernel's padding means) and 0.0 for float. A pool
+ignores its padding rather than reading it, so it runs on the rows of its
+window inside the input and pads columns by the kernel's own rule. Only the
 global average pool's final step is computed here: for int8 the kernel's
 integer requantisation, emulated from the op's own parameters; for float
 the sum divided by the pixel count. One code path thus serves both models,
@@ -59,9 +62,10 @@ class Stage:
     kind:
       "window": output row r is `compute(rows)` of the input rows
         `r * stride - pad_top + [0, window)` (rows outside the input are
-        `pad_row`); with several inputs (Add), `window` is 1 and row r of
-        every input is passed. A non-spatial tensor (after pooling) is one
-        row of height 1.
+        `pad_row`, or left out if it is None: a pool's padding is no
+        value, its window just ends there); with several inputs (Add),
+        `window` is 1 and row r of every input is passed. A non-spatial
+        tensor (after pooling) is one row of height 1.
       "mean": the input rows are summed into one `acc_dtype` accumulator;
         `compute([sum])` gives the output after the last row.
       "collect": the rows are stacked and `compute([frame])` runs once
@@ -217,7 +221,10 @@ class _Run:
         start = out_row * stage.stride - stage.pad_top
         if out_row >= stage.out_height or min(start + stage.window - 1, stage.in_height - 1) > newest:
             return
-        strip = [kept[j] if 0 <= j < stage.in_height else stage.pad_row for j in range(start, start + stage.window)]
+        rows = range(start, start + stage.window)
+        if stage.pad_row is None:
+            rows = range(max(start, 0), min(rows.stop, stage.in_height))
+        strip = [kept[j] if 0 <= j < stage.in_height else stage.pad_row for j in rows]
         output = stage.compute(strip)
         self.next_row[index] += 1
         stale = [kept.pop(j) for j in sorted(kept) if j < start + stage.stride]
@@ -466,8 +473,10 @@ class TFLiteStreamer:
         if not all(i in self._spatial for i in activations):
             raise StreamingError(f"Op {name} mixes row-streamed and whole tensors; it cannot stream.")
         source = self._tensor(activations[0])
-        if name in CONV_OPS | POOL_OPS:
+        if name in CONV_OPS:
             return self._window(op, index, name, inputs, source, out, frame)
+        if name in POOL_OPS:
+            return self._pool(op, name, inputs, source, out, frame)
         if name in ELEMENTWISE_OPS:
             return self._elementwise(op, name, inputs, activations, out, frame)
         if name == "MEAN":
@@ -478,17 +487,12 @@ class TFLiteStreamer:
         raise StreamingError(f"Op {name} cannot run on row strips; only conv, pool, elementwise and mean ops stream.")
 
     def _window(self, op, index, name, inputs, source, out, frame) -> Stage:
-        """A conv or pool: output row r from a strip of kernel-height input rows, "same" padding done here."""
+        """A conv: output row r from a strip of kernel-height input rows, "same" padding done here."""
         options = copy.deepcopy(op.builtinOptions)
-        if name in POOL_OPS:
-            if options.padding != schema.Padding.VALID:  # a padded pool ignores the padding: no pad value works
-                raise StreamingError(f"{name}: only VALID pooling streams.")
-            kh, kw = options.filterHeight, options.filterWidth
-        else:
-            if options.dilationHFactor != 1 or options.dilationWFactor != 1:
-                raise StreamingError(f"{name}: dilated convolutions do not stream.")
-            kh, kw = self._tensor(op.inputs[1]).shape[1:3]
-            self._convs.append((index, kh))
+        if options.dilationHFactor != 1 or options.dilationWFactor != 1:
+            raise StreamingError(f"{name}: dilated convolutions do not stream.")
+        kh, kw = self._tensor(op.inputs[1]).shape[1:3]
+        self._convs.append((index, kh))
         _, height, width, channels = source.shape
         if options.padding == schema.Padding.SAME:
             _, top, _ = same_padding(height, kh, options.strideH)
@@ -507,6 +511,31 @@ class TFLiteStreamer:
         return Stage(name, inputs, WINDOW, height, out.shape[1], compute, frame, window=kh,
                      stride=options.strideH, pad_top=top,
                      pad_row=np.full((width, channels), zero_point, _DTYPES[source.type]))
+
+    def _pool(self, op, name, inputs, source, out, frame) -> Stage:
+        """A max or average pool: output row r from the rows of its window that lie inside the input.
+
+        A "same" pool skips its padding (an average divides by the pixels
+        inside), so no pad row would do; an edge window is just shorter. Each
+        window height that occurs gets its own one-op model whose filter
+        height and stride are that height: exactly those rows, no vertical
+        padding. The columns are the whole input row under the op's own
+        padding rule, which the kernel applies itself.
+        """
+        options = op.builtinOptions
+        _, height, width, channels = source.shape
+        kh, stride = options.filterHeight, options.strideH
+        top = same_padding(height, kh, stride)[1] if options.padding == schema.Padding.SAME else 0
+        heights = {min(r * stride - top + kh, height) - max(r * stride - top, 0) for r in range(out.shape[1])}
+        ones: dict[int, _OneOp] = {}
+        for rows in heights:
+            strip = copy.deepcopy(options)
+            strip.filterHeight = strip.strideH = rows
+            ones[rows] = _OneOp(self._model, op, {op.inputs[0]: [1, rows, width, channels],
+                                                  op.outputs[0]: [1, 1, out.shape[2], out.shape[3]]}, strip)
+        return Stage(name, inputs, WINDOW, height, out.shape[1],
+                     lambda strip: ones[len(strip)]([np.stack(strip)[None]])[0, 0], frame,
+                     window=kh, stride=stride, pad_top=top)
 
     def _elementwise(self, op, name, inputs, activations, out, frame) -> Stage:
         heights = {self._tensor(i).shape[1] for i in activations}

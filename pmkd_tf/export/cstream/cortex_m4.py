@@ -65,7 +65,7 @@ CFLAGS = ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=soft", "-O2", "-std=c99", "
 LDFLAGS = ("-nostartfiles", "--specs=nano.specs", "-Wl,--gc-sections")
 STACK_BYTES = 16 * 1024
 EXIT_CODES = {1: "a host file could not be read or written, or has the wrong size", 2: "no logits", 3: "CPU fault",
-              4: "stack overflow: pass a larger stack_bytes"}
+              4: "stack overflow: pass a larger stack_bytes", 5: "unexpected pmkd_stream_push_row status"}
 COMPILE_TIMEOUT_S = 300.0
 
 

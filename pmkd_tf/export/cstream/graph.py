@@ -7,7 +7,9 @@ op becomes one node that turns input rows into output rows:
 * "conv" (CONV_2D): output row `o` reads the `kernel height` input rows from
   `o * stride - pad_top`; rows and columns outside the input are TF "same"
   padding, i.e. pixels holding the input zero point;
-* "max_pool" (MAX_POOL_2D, VALID): the same window rule without padding;
+* "max_pool", "average_pool" (MAX_POOL_2D, AVERAGE_POOL_2D): the same
+  window rule, but a pool ignores its padding: an edge window is just the
+  pixels inside the input (an average divides by their count);
 * "add", "mul" (ADD, MUL): row `o` of each input, or a per-channel constant;
 * "mean" (MEAN over H and W): a running int32 sum per channel, requantised
   after the last row;
@@ -34,9 +36,11 @@ from ai_edge_litert.tools import flatbuffer_utils
 from pmkd_tf.export.errors import StreamingError
 from pmkd_tf.export.streaming import quantize_multiplier, same_padding
 
-INPUT, CONV, MAX_POOL, ADD, MUL, MEAN, COLLECT = "input", "conv", "max_pool", "add", "mul", "mean", "collect"
-KINDS = (INPUT, CONV, MAX_POOL, ADD, MUL, MEAN, COLLECT)
-SUPPORTED_OPS = ("CONV_2D", "MAX_POOL_2D", "ADD", "MUL", "MEAN", "RESHAPE")
+INPUT, CONV, MAX_POOL, AVERAGE_POOL, ADD, MUL, MEAN, COLLECT = (
+    "input", "conv", "max_pool", "average_pool", "add", "mul", "mean", "collect")
+KINDS = (INPUT, CONV, MAX_POOL, AVERAGE_POOL, ADD, MUL, MEAN, COLLECT)
+WINDOW_KINDS = (CONV, MAX_POOL, AVERAGE_POOL)  # the kernels that hold `window` input rows (PMKD_MAX_WINDOW)
+SUPPORTED_OPS = ("CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D", "ADD", "MUL", "MEAN", "RESHAPE")
 # ADD rescales both inputs to a common scale after this left shift (TFLite's value for int8).
 ADD_LEFT_SHIFT = 20
 INT8_MIN, INT8_MAX = -128, 127
@@ -281,24 +285,29 @@ class _Parser:
                                  f"stride {stride}.")
         return before, expected
 
-    def _max_pool_2d(self, op, label: str) -> None:
+    def _pool(self, op, label: str, kind: str) -> None:
+        """MAX_POOL_2D or AVERAGE_POOL_2D, VALID or SAME: TFLite's int8 kernels need no parameter but the clamp."""
         options = op.builtinOptions
-        if options.padding != schema.Padding.VALID:
-            raise StreamingError(f"{label}: only VALID max pooling is supported by the C engine.")
         x = op.inputs[0]
         in_shape, out_shape = self.shape(x, label), self.shape(op.outputs[0], label)
-        for size, k, s, out in ((in_shape[0], options.filterHeight, options.strideH, out_shape[0]),
-                                (in_shape[1], options.filterWidth, options.strideW, out_shape[1])):
-            self._padding(options.padding, size, k, s, out, label)
+        rows = (in_shape[0], options.filterHeight, options.strideH, out_shape[0])
+        columns = (in_shape[1], options.filterWidth, options.strideW, out_shape[1])
+        (top, _), (left, _) = (self._padding(options.padding, *axis, label) for axis in (rows, columns))
         if self.quantisation(x, label) != self.quantisation(op.outputs[0], label):
-            raise StreamingError(f"{label}: input and output quantisation differ; TFLite's int8 max pool needs them "
+            raise StreamingError(f"{label}: input and output quantisation differ; TFLite's int8 pools need them "
                                  "equal.")
         out_scale, out_zero_point = self.quantisation(op.outputs[0], label)
         self._add_node(op, Node(
-            MAX_POOL, f"{label} {options.filterHeight}x{options.filterWidth} stride {options.strideH}x"
-            f"{options.strideW}", (self.source(x, label),), in_shape, out_shape, window=options.filterHeight,
-            stride=options.strideH, kernel_w=options.filterWidth, stride_w=options.strideW,
+            kind, f"{label} {options.filterHeight}x{options.filterWidth} stride {options.strideH}x{options.strideW}",
+            (self.source(x, label),), in_shape, out_shape, window=options.filterHeight, stride=options.strideH,
+            pad_top=top, kernel_w=options.filterWidth, stride_w=options.strideW, pad_left=left,
             act=activation_range(options.fusedActivationFunction, out_scale, out_zero_point, label)))
+
+    def _max_pool_2d(self, op, label: str) -> None:
+        self._pool(op, label, MAX_POOL)
+
+    def _average_pool_2d(self, op, label: str) -> None:
+        self._pool(op, label, AVERAGE_POOL)
 
     def _elementwise_inputs(self, op, label: str, out_shape) -> tuple[tuple[int, ...], np.ndarray | None, int]:
         """(activation producers, the constant broadcast to one value per channel or None, its input slot)."""

@@ -23,6 +23,8 @@ import numpy as np
 from pmkd_tf.export.errors import ExportError
 
 HARNESS = Path(__file__).resolve().parent / "harness" / "host_main.c"
+# The API's contract under misuse (NULL arguments, rows past the end, resets), checked by the tests.
+API_CHECK = Path(__file__).resolve().parent / "harness" / "api_check.c"
 CFLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror")
 TOOLS = {"cc": "gcc", "size": "binutils"}
 TIMEOUT_S = 300.0
@@ -67,8 +69,8 @@ def object_sizes(objects: list[Path]) -> dict[str, int]:
     return sizes
 
 
-def build(c_dir: Path, work: Path) -> tuple[Path, list[Path]]:
-    """Compile the engine's sources (each to its own object) and link them with the harness."""
+def build(c_dir: Path, work: Path, harness: Path = HARNESS) -> tuple[Path, list[Path]]:
+    """Compile the engine's sources (each to its own object) and link them with `harness`."""
     sources = sorted(Path(c_dir).glob("*.c"))
     if not sources:
         raise ExportError(f"Host C check: no .c files in {c_dir}; export the C engine first.")
@@ -77,9 +79,9 @@ def build(c_dir: Path, work: Path) -> tuple[Path, list[Path]]:
         obj = work / f"{source.stem}.o"
         _run(["cc", *CFLAGS, f"-I{c_dir}", "-c", str(source), "-o", str(obj)], f"compiling {source.name}")
         objects.append(obj)
-    program = work / "host_main"
-    _run(["cc", *CFLAGS, "-pthread", f"-I{c_dir}", str(HARNESS), *map(str, objects), "-o", str(program)],
-         "compiling and linking the host harness")
+    program = work / Path(harness).stem
+    _run(["cc", *CFLAGS, "-pthread", f"-I{c_dir}", str(harness), *map(str, objects), "-o", str(program)],
+         f"compiling and linking {Path(harness).name}")
     return program, objects
 
 

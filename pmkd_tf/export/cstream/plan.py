@@ -7,7 +7,9 @@ once, and the engine only follows tables:
 1. Live rows. Walking back from the logits, a row is live if some live
    output row reads it. In a 1xN network a vertically strided conv of kernel
    height 1 reads only every other row, so whole rows of the layers before it
-   feed nothing; the engine skips them (the logits do not change).
+   feed nothing; the engine skips them (the logits do not change). A 2x1
+   pool before the stride (`--downsampling=average|max`) reads both rows of
+   every pair, so there every row is live.
 2. Schedule. The engine's rule, simulated here step by step: after a row is
    pushed, repeatedly run the last node (in graph order) that can produce its
    next live row, until none can. A row thus flows as deep as it can before
@@ -18,8 +20,10 @@ once, and the engine only follows tables:
    1 for a row consumed at once, N for the input of an N-row window, more
    for a shortcut waiting for a delayed residual branch. An ADD or MUL whose
    input row dies as the output row is born writes in place. Rings and the
-   MEAN sums are then packed into one arena by first fit: two regions may
-   overlap only if they are never alive at the same step.
+   MEAN sums are then packed into one arena by first fit, slot by slot: two
+   slots may share bytes only if they are never alive at the same step. (A
+   2x1 pool reads an odd input row as soon as it is written, while the even
+   row before it waits for it: other rows use the odd slot in between.)
 
 `check` re-runs the schedule against the finished plan and proves that no
 two live rows ever share a byte.
@@ -174,7 +178,7 @@ class _Region:
     size: int = 0
     align: int = 1
     offset: int = 0
-    alive: np.ndarray | None = None
+    alive: np.ndarray | None = None  # (rows, steps + 1): when each slot holds a live row
 
 
 def _ring_rows(births: dict[int, int], deaths: dict[int, int]) -> int:
@@ -248,24 +252,27 @@ def _regions(graph: Graph, live: list[np.ndarray], births, deaths, sums, copy_im
 
 
 def _place(regions: list[_Region], steps: int) -> int:
-    """First-fit packing, largest region first; returns the arena size."""
+    """First-fit packing, largest region first, slot against slot; returns the arena size."""
     for region in regions:
         region.rows = _ring_rows(region.births, region.deaths)
         region.size = region.rows * region.bytes_per_row
-        region.alive = np.zeros(steps + 1, bool)
+        region.alive = np.zeros((region.rows, steps + 1), bool)
         for row, birth in region.births.items():
-            region.alive[birth:region.deaths[row] + 1] = True
+            region.alive[row % region.rows, birth:region.deaths[row] + 1] = True
     placed: list[_Region] = []
-    for region in sorted(regions, key=lambda r: (-r.size, int(np.argmax(r.alive)))):
-        busy = sorted((other.offset, other.offset + other.size) for other in placed
-                      if np.any(other.alive & region.alive))
+    for region in sorted(regions, key=lambda r: (-r.size, int(np.argmax(r.alive.any(axis=0))))):
+        # The offsets at which one of its slots would overlap a slot of a placed region alive at the same step.
+        size = region.bytes_per_row
+        forbidden = sorted((other.offset + j * other.bytes_per_row - (i + 1) * size + 1,
+                            other.offset + (j + 1) * other.bytes_per_row - i * size)
+                           for other in placed for j in range(other.rows) for i in range(region.rows)
+                           if np.any(other.alive[j] & region.alive[i]))
         offset = 0
-        for start, stop in busy:
-            offset = -(-offset // region.align) * region.align
-            if offset + region.size <= start:
+        for start, stop in forbidden:
+            if offset < start:
                 break
-            offset = max(offset, stop)
-        region.offset = -(-offset // region.align) * region.align
+            offset = max(offset, -(-stop // region.align) * region.align)
+        region.offset = offset
         placed.append(region)
     return max((r.offset + r.size for r in regions), default=0)
 

@@ -12,13 +12,14 @@
 
 /* What a node does with its input rows (see pmkd_stream.c). */
 enum pmkd_kind {
-    PMKD_INPUT,    /* node 0: the camera rows */
-    PMKD_CONV,     /* CONV_2D, per-channel int8 */
-    PMKD_MAX_POOL, /* MAX_POOL_2D, VALID */
-    PMKD_ADD,      /* ADD of two maps, or of a map and a per-channel constant */
-    PMKD_MUL,      /* MUL, likewise */
-    PMKD_MEAN,     /* MEAN over H and W: running int32 sums per channel */
-    PMKD_COLLECT   /* RESHAPE of a multi-row map into one row */
+    PMKD_INPUT,        /* node 0: the camera rows */
+    PMKD_CONV,         /* CONV_2D, per-channel int8 */
+    PMKD_MAX_POOL,     /* MAX_POOL_2D, VALID or SAME (padding ignored) */
+    PMKD_AVERAGE_POOL, /* AVERAGE_POOL_2D, likewise: the mean of the pixels inside the input */
+    PMKD_ADD,          /* ADD of two maps, or of a map and a per-channel constant */
+    PMKD_MUL,          /* MUL, likewise */
+    PMKD_MEAN,         /* MEAN over H and W: running int32 sums per channel */
+    PMKD_COLLECT       /* RESHAPE of a multi-row map into one row */
 };
 
 /* CONV_2D. weights: [out_c][kh][kw * in_c], TFLite's OHWI order, so that one kernel row of one output

@@ -12,8 +12,9 @@
  * The arithmetic is that of TFLite's int8 reference kernels (what LiteRT's reference kernels and
  * TFLite Micro run): per-channel requantisation with SaturatingRoundingDoublingHighMul and
  * RoundingDivideByPOT, saturation, fused activation clamps, ADD's rescaling of both inputs after a
- * left shift of 20, MEAN's requantisation of the int32 sums. C99, <stdint.h> and <string.h> only; no
- * heap, no float. Signed right shifts are assumed arithmetic, as TFLite itself assumes.
+ * left shift of 20, AVERAGE_POOL's rounded division, MEAN's requantisation of the int32 sums. C99,
+ * <stdint.h> and <string.h> only; no heap, no float. Signed right shifts are assumed arithmetic, as
+ * TFLite itself assumes.
  */
 #include <string.h>
 
@@ -280,7 +281,9 @@ static void conv_pixel_pair(const pmkd_node *n, const pmkd_conv *p, const int8_t
 static void conv_row(pmkd_stream *s, const pmkd_node *n, uint32_t o, const int8_t *image, int8_t *out)
 {
     const pmkd_conv *p = (const pmkd_conv *)n->params;
-    const int8_t *rows[PMKD_MAX_WINDOW];
+    /* Zeroed once per row so that GCC's -Wmaybe-uninitialized accepts a model of 1x1 convs only
+     * (PMKD_MAX_WINDOW 1), where it cannot prove kh <= 1. */
+    const int8_t *rows[PMKD_MAX_WINDOW] = {0};
     int complete = 1;
     for (uint32_t ky = 0; ky < n->kh; ++ky) {
         const int32_t y = (int32_t)(o * n->sh + ky) - (int32_t)n->pad_top;
@@ -303,22 +306,67 @@ static void conv_row(pmkd_stream *s, const pmkd_node *n, uint32_t o, const int8_
     }
 }
 
+/* A pool's window ends at the input's edge, as in TFLite's pools: padding is skipped, not read. The
+ * rows of output row o inside the input (returns how many), and the columns [lo, hi) of output column
+ * ox inside it. */
+static uint32_t pool_rows(pmkd_stream *s, const pmkd_node *n, uint32_t o, const int8_t *image, const int8_t *rows[])
+{
+    const int32_t y0 = (int32_t)(o * n->sh) - (int32_t)n->pad_top;
+    const int32_t end = y0 + n->kh < (int32_t)n->in_h ? y0 + n->kh : (int32_t)n->in_h;
+    uint32_t count = 0;
+    for (int32_t y = y0 > 0 ? y0 : 0; y < end; ++y) {
+        rows[count++] = input_row(s, n->in[0], (uint32_t)y, image);
+    }
+    return count;
+}
+
+static void pool_columns(const pmkd_node *n, uint32_t ox, uint32_t *lo, uint32_t *hi)
+{
+    const int32_t x0 = (int32_t)(ox * n->sw) - (int32_t)n->pad_left;
+    const int32_t end = x0 + n->kw < (int32_t)n->in_w ? x0 + n->kw : (int32_t)n->in_w;
+    *lo = x0 > 0 ? (uint32_t)x0 : 0u;
+    *hi = (uint32_t)end;
+}
+
 static void max_pool_row(pmkd_stream *s, const pmkd_node *n, uint32_t o, const int8_t *image, int8_t *out)
 {
     const int8_t *rows[PMKD_MAX_WINDOW];
-    for (uint32_t ky = 0; ky < n->kh; ++ky) {
-        rows[ky] = input_row(s, n->in[0], o * n->sh + ky, image);
-    }
-    for (uint32_t ox = 0; ox < n->out_w; ++ox) {
+    const uint32_t height = pool_rows(s, n, o, image, rows);
+    for (uint32_t ox = 0; ox < n->out_w; ++ox, out += n->out_c) {
+        uint32_t lo, hi;
+        pool_columns(n, ox, &lo, &hi);
         for (uint32_t c = 0; c < n->out_c; ++c) {
             int32_t best = INT8_MIN;
-            for (uint32_t ky = 0; ky < n->kh; ++ky) {
-                const int8_t *x = rows[ky] + (ox * n->sw) * n->in_c + c;
-                for (uint32_t kx = 0; kx < n->kw; ++kx, x += n->in_c) {
+            for (uint32_t ky = 0; ky < height; ++ky) {
+                const int8_t *x = rows[ky] + lo * n->in_c + c;
+                for (uint32_t kx = lo; kx < hi; ++kx, x += n->in_c) {
                     best = *x > best ? *x : best;
                 }
             }
-            out[ox * n->out_c + c] = clamp(best, n);
+            out[c] = clamp(best, n);
+        }
+    }
+}
+
+/* The sum of the window's pixels over their count, rounded half away from zero (TFLite's int8
+ * average; input and output share one quantisation, so there is nothing to rescale). */
+static void average_pool_row(pmkd_stream *s, const pmkd_node *n, uint32_t o, const int8_t *image, int8_t *out)
+{
+    const int8_t *rows[PMKD_MAX_WINDOW];
+    const uint32_t height = pool_rows(s, n, o, image, rows);
+    for (uint32_t ox = 0; ox < n->out_w; ++ox, out += n->out_c) {
+        uint32_t lo, hi;
+        pool_columns(n, ox, &lo, &hi);
+        const int32_t count = (int32_t)(height * (hi - lo));
+        for (uint32_t c = 0; c < n->out_c; ++c) {
+            int32_t sum = 0;
+            for (uint32_t ky = 0; ky < height; ++ky) {
+                const int8_t *x = rows[ky] + lo * n->in_c + c;
+                for (uint32_t kx = lo; kx < hi; ++kx, x += n->in_c) {
+                    sum += *x;
+                }
+            }
+            out[c] = clamp((sum > 0 ? sum + count / 2 : sum - count / 2) / count, n);
         }
     }
 }
@@ -446,6 +494,9 @@ static void fire(pmkd_stream *s, uint16_t i, const int8_t *image)
     case PMKD_MAX_POOL:
         max_pool_row(s, n, o, image, out);
         break;
+    case PMKD_AVERAGE_POOL:
+        average_pool_row(s, n, o, image, out);
+        break;
     case PMKD_ADD:
         add_row(s, n, o, image, out);
         break;
@@ -459,7 +510,8 @@ static void fire(pmkd_stream *s, uint16_t i, const int8_t *image)
     s->next[i] = next_live(n, o + 1);
 }
 
-void pmkd_stream_reset(pmkd_stream *s)
+/* Every node's cursor at the start of an image: its first live row (a MEAN counts input rows from 0). */
+static void start_image(pmkd_stream *s)
 {
     for (uint16_t i = 0; i < PMKD_NODE_COUNT; ++i) {
         const pmkd_node *n = &pmkd_nodes[i];
@@ -467,12 +519,29 @@ void pmkd_stream_reset(pmkd_stream *s)
     }
 }
 
-void pmkd_stream_push_row(pmkd_stream *s, const int8_t *row)
+/* The image's row counter (node 0's) alone says where the stream is: 0 = before the first row, so a
+ * zeroed stream is a reset one; the other nodes' cursors are set up when row 0 arrives. */
+void pmkd_stream_reset(pmkd_stream *s)
 {
+    if (s != NULL) {
+        s->next[0] = 0;
+    }
+}
+
+/* The misuse checks are per call, a few compares against a row's worth of work; the kernels check
+ * nothing. */
+pmkd_status pmkd_stream_push_row(pmkd_stream *s, const int8_t *row)
+{
+    if (s == NULL || row == NULL) {
+        return PMKD_ERROR_NULL;
+    }
     const pmkd_node *image = &pmkd_nodes[0];
     const uint32_t r = s->next[0];
     if (r >= image->out_h) {
-        return; /* the image is complete: pmkd_stream_reset starts the next one */
+        return PMKD_ERROR_PAST_END; /* the logits stay the image's until pmkd_stream_reset */
+    }
+    if (r == 0) {
+        start_image(s);
     }
     if (image->ring && is_live(image, r)) {
         memcpy(slot(s, image, r), row, row_bytes(image));
@@ -484,16 +553,19 @@ void pmkd_stream_push_row(pmkd_stream *s, const int8_t *row)
             --i;
         }
         if (i == 0) {
-            return;
+            break;
         }
         fire(s, i, row);
     }
+    return r + 1 == image->out_h ? PMKD_IMAGE_COMPLETE : PMKD_OK;
 }
 
+/* The last node can finish before the last row (when no layer reads the rows after it); the logits
+ * still wait for every row, so that a caller polling them mid-image never sees a result early. */
 const int8_t *pmkd_stream_logits(const pmkd_stream *s)
 {
     const uint16_t last = PMKD_NODE_COUNT - 1;
-    if (!produced(s, last)) {
+    if (s == NULL || s->next[0] < pmkd_nodes[0].out_h || !produced(s, last)) {
         return NULL;
     }
     return (const int8_t *)s->arena + pmkd_nodes[last].offset;

@@ -5,7 +5,9 @@
  * IMAGES holds N images of PMKD_INPUT_HEIGHT x PMKD_INPUT_WIDTH x PMKD_INPUT_CHANNELS int8 (rows top to
  * bottom, channels interleaved, quantised as model_int8.tflite's input); LOGITS receives N x
  * PMKD_NUM_CLASSES int8. On success it prints "images N", "state_bytes N" (sizeof(pmkd_stream)) and
- * "peak_stack_bytes N" lines and exits with 0; otherwise it prints why on stderr and exits with 1.
+ * "peak_stack_bytes N" lines and exits with 0; otherwise it prints why on stderr and exits with 1. A
+ * status other than the API's (PMKD_OK for every row but the last, PMKD_IMAGE_COMPLETE for the last)
+ * or NULL logits after the last row is such a failure.
  *
  * Each row is copied into one buffer that is scribbled over after every push, as a camera driver
  * would reuse it, so an engine that kept a pointer to a row would fail here. The inferences run on a
@@ -16,6 +18,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,32 +37,44 @@ typedef struct {
     int8_t *logits;
     size_t count;
     uintptr_t frame; /* an address in the thread function's frame: the engine's stack starts below it */
-    int complete;
+    char error[160]; /* why the inferences stopped early; empty if they all ran */
 } job;
 
 static pmkd_stream stream;
 static int8_t row[ROW_BYTES];
+
+static void *stop(job *work, const char *format, ...)
+{
+    va_list arguments;
+    va_start(arguments, format);
+    vsnprintf(work->error, sizeof work->error, format, arguments);
+    va_end(arguments);
+    return NULL;
+}
 
 static void *infer(void *argument)
 {
     job *work = argument;
     volatile char marker = 0;
     work->frame = (uintptr_t)&marker;
-    work->complete = 0;
     for (size_t i = 0; i < work->count; ++i) {
         pmkd_stream_reset(&stream);
         for (size_t r = 0; r < PMKD_INPUT_HEIGHT; ++r) {
             memcpy(row, work->images + i * IMAGE_BYTES + r * ROW_BYTES, ROW_BYTES);
-            pmkd_stream_push_row(&stream, row);
+            const pmkd_status status = pmkd_stream_push_row(&stream, row);
             memset(row, SCRIBBLE, ROW_BYTES);
+            const pmkd_status expected = r + 1 == PMKD_INPUT_HEIGHT ? PMKD_IMAGE_COMPLETE : PMKD_OK;
+            if (status != expected) {
+                return stop(work, "pmkd_stream_push_row returned status %d, not %d, for row %zu of image %zu",
+                            (int)status, (int)expected, r, i);
+            }
         }
         const int8_t *logits = pmkd_stream_logits(&stream);
         if (logits == NULL) {
-            return NULL;
+            return stop(work, "pmkd_stream_logits returned NULL after the last row of image %zu", i);
         }
         memcpy(work->logits + i * PMKD_NUM_CLASSES, logits, PMKD_NUM_CLASSES);
     }
-    work->complete = 1;
     return NULL;
 }
 
@@ -85,7 +100,7 @@ int main(int argc, char **argv)
         fclose(in);
         return fail("not a whole number of images of this model's input shape", argv[1]);
     }
-    job work = {NULL, NULL, (size_t)length / IMAGE_BYTES, 0, 0};
+    job work = {NULL, NULL, (size_t)length / IMAGE_BYTES, 0, ""};
     int8_t *images = malloc((size_t)length);
     work.logits = malloc(work.count * PMKD_NUM_CLASSES);
     unsigned char *stack = NULL;
@@ -107,8 +122,8 @@ int main(int argc, char **argv)
         pthread_create(&thread, &attributes, infer, &work) != 0 || pthread_join(thread, NULL) != 0) {
         return fail("cannot run the inference thread", NULL);
     }
-    if (!work.complete) {
-        return fail("pmkd_stream_logits returned NULL after the last row", NULL);
+    if (work.error[0] != '\0') {
+        return fail(work.error, NULL);
     }
     size_t lowest = 0;
     while (lowest < STACK_BYTES && stack[lowest] == PAINT) {

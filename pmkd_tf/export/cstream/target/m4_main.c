@@ -7,7 +7,9 @@
  * image it reads one row at a time, as a camera delivers them, pushes it through the engine and
  * appends the PMKD_NUM_CLASSES int8 logits to `logits.bin`. At the end it writes `stats.txt`
  * (one "name value" pair a line: images, state_bytes, stack_bytes, peak_stack_bytes,
- * program_stack_bytes) and exits with 0, or prints why and exits with a code from target.h.
+ * program_stack_bytes) and exits with 0, or prints why and exits with a code from target.h: among
+ * them, a push status other than PMKD_OK for every row but the last and PMKD_IMAGE_COMPLETE for the
+ * last, or NULL logits after it.
  *
  * Only the engine's calls run between m4_count_on() and m4_count_off(): the instruction-counting
  * QEMU plugin (insn_count.c) counts only there, so its total excludes startup and file I/O.
@@ -104,11 +106,14 @@ int main(void)
             if (r == 0) {
                 pmkd_stream_reset(&stream);
             }
-            pmkd_stream_push_row(&stream, row);
+            const pmkd_status status = pmkd_stream_push_row(&stream, row);
             if (r == PMKD_INPUT_HEIGHT - 1) {
                 logits = pmkd_stream_logits(&stream);
             }
             m4_count_off();
+            if (status != (r == PMKD_INPUT_HEIGHT - 1 ? PMKD_IMAGE_COMPLETE : PMKD_OK)) {
+                return fail("pmkd_stream_push_row returned an unexpected status", EXIT_STATUS);
+            }
         }
         if (logits == NULL) {
             return fail("pmkd_stream_logits returned NULL after the last row", EXIT_NO_LOGITS);

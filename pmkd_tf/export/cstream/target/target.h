@@ -18,6 +18,7 @@ enum {
     EXIT_NO_LOGITS = 2, /* pmkd_stream_logits returned NULL after the last row */
     EXIT_FAULT = 3,     /* a CPU fault (HardFault, BusFault, ...) */
     EXIT_STACK = 4,     /* the stack reached its lowest word: raise __stack_size */
+    EXIT_STATUS = 5,    /* pmkd_stream_push_row did not return PMKD_OK, or PMKD_IMAGE_COMPLETE for the last row */
 };
 
 #endif /* PMKD_TARGET_H */
