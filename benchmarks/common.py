@@ -20,7 +20,7 @@ import shlex
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 from absl import flags
 
-from pmkd_tf import data, losses, methods, models
+from pmkd_tf import data, methods, models, terms
 from pmkd_tf.distiller import Distiller
 from pmkd_tf.errors import UserError
 from pmkd_tf.pipeline import Experiment
@@ -478,7 +478,7 @@ class Setup:
         return VARIANTS[self.variant][1]
 
     def experiment(self) -> Experiment:
-        """The pipeline's Experiment, whose rho, alpha and tau every distillation row uses."""
+        """The pipeline's Experiment, whose hyperparameters (rho, alpha, tau) every distillation row uses."""
         return Experiment("cifar10", self.net, Recipe(batch_size=self.batch_size),
                           width_multiplier=self.width_multiplier, n=self.n, jit_compile=self.jit_compile)
 
@@ -502,8 +502,8 @@ def logits_model(model: keras.Model) -> keras.Model:
 
 
 def keras_distiller(student: keras.Model, teacher: keras.Model,
-                    weights: losses.LossWeights) -> keras.distillation.Distiller:
-    """keras.distillation's Distiller computing exactly `losses.pmkd_loss` with `weights`.
+                    values: Mapping[str, terms.Value]) -> keras.distillation.Distiller:
+    """keras.distillation's Distiller computing exactly our KD + FitNet loss with hyperparameters `values`.
 
     Keras' total is  s * CE + (1 - s) * sum_i w_i * L_i ; with s = 1 - alpha,
     w = 1 for LogitsDistillation (KL at tau, times tau^2) and
@@ -515,19 +515,19 @@ def keras_distiller(student: keras.Model, teacher: keras.Model,
     instance, and its default, the string "kl_divergence", resolves to the
     plain function, which would take KL of raw logits (Keras 3.15).
     """
-    if not 0 < weights.alpha <= 1:
+    if not 0 < values["alpha"] <= 1:
         raise UserError("keras.distillation scales every distillation loss by alpha; it needs 0 < alpha <= 1.")
-    if not weights.scale_kd_by_t2:
+    if not values["scale_kd_by_t2"]:
         raise UserError("keras.distillation's LogitsDistillation always multiplies KL by tau^2.")
     dist = keras.distillation
     teacher_taps, student_taps = feature_layer_names(teacher), feature_layer_names(student)
-    tap_weight = weights.rho / (len(teacher_taps) * weights.alpha)
+    tap_weight = values["rho"] / (len(teacher_taps) * values["alpha"])
     return dist.Distiller(
         teacher=logits_model(teacher), student=logits_model(student),
-        distillation_losses=[dist.LogitsDistillation(weights.temperature, keras.losses.KLDivergence())]
+        distillation_losses=[dist.LogitsDistillation(values["temperature"], keras.losses.KLDivergence())]
         + [dist.FeatureDistillation("mse", t, s) for t, s in zip(teacher_taps, student_taps)],
         distillation_loss_weights=[1.0] + [tap_weight] * len(teacher_taps),
-        student_loss_weight=1 - weights.alpha,
+        student_loss_weight=1 - values["alpha"],
     )
 
 
@@ -571,29 +571,30 @@ class RowFactory:
                       jit_compile=self.setup.jit_compile)
         return FitTimer(model, self.dataset)
 
-    def _weights(self, method: str) -> losses.LossWeights:
-        return methods.METHODS[method].loss_weights(self.exp.rho, self.exp.alpha, self.exp.temperature)
+    def _terms(self, method: str) -> list[terms.Term]:
+        return terms.make(methods.METHODS[method].terms, self.exp.hyperparameters)
 
     def _ours(self, student: keras.Model, teacher: keras.Model | None, method: str) -> FitTimer:
-        distiller = Distiller(student, teacher, self._weights(method))
+        distiller = Distiller(student, teacher, self._terms(method) if teacher is not None else None)
         distiller.compile(optimizer=self._optimizer(), jit_compile=self.setup.jit_compile)
         return FitTimer(distiller, self.dataset)
 
     def _keras(self) -> FitTimer:
-        weights = self._weights(METHOD["keras_kd_fitnet"])
+        values = methods.METHODS[METHOD["keras_kd_fitnet"]].values(self.exp.hyperparameters)
         teacher = self._frozen_model("NxN")
-        self.checks["keras_kd_fitnet_loss"] = self._loss_check(teacher, weights)
-        distiller = keras_distiller(self._build("1xN"), teacher, weights)
+        self.checks["keras_kd_fitnet_loss"] = self._loss_check(teacher, values)
+        distiller = keras_distiller(self._build("1xN"), teacher, values)
         distiller.compile(optimizer=self._optimizer(), loss=_cross_entropy(), metrics=["accuracy"],
                           jit_compile=self.setup.jit_compile)
         return FitTimer(distiller, self.dataset)
 
-    def _loss_check(self, teacher: keras.Model, weights: losses.LossWeights) -> dict:
+    def _loss_check(self, teacher: keras.Model, values: Mapping[str, terms.Value]) -> dict:
         """Both distillers' total loss on one real batch from identical weights: must agree."""
         images, labels = next(iter(self.dataset))
-        ours = losses.pmkd_loss(labels, self._build("1xN")(images, training=True), teacher(images, training=False),
-                                weights)["loss"]
-        theirs_model = keras_distiller(self._build("1xN"), teacher, weights)
+        student = self._build("1xN")
+        ours = Distiller(student, teacher, self._terms(METHOD["keras_kd_fitnet"])).compute_loss(
+            x=images, y=labels, y_pred=student(images, training=True))
+        theirs_model = keras_distiller(self._build("1xN"), teacher, values)
         theirs_model.compile(loss=_cross_entropy())
         theirs = theirs_model.compute_loss(x=images, y=labels, y_pred=theirs_model(images, training=True))
         ours, theirs = float(ours), float(theirs)

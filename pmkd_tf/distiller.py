@@ -2,8 +2,8 @@
 
 Keras' own `train_step` runs the student once in training mode (`call`);
 `compute_loss` runs the teacher once in inference mode (never updated) and
-applies `losses.pmkd_loss` to the logits and every feature tap of those two
-passes. Because the loss lives in `compute_loss`, Keras applies everything
+sums the method's weighted loss terms (`pmkd_tf.terms`) over the logits and
+every feature tap of those two passes. Because the loss lives in `compute_loss`, Keras applies everything
 `fit` sets up around it: the loss scaling of a mixed_float16 policy, the
 replica scaling of a distribution strategy, `steps_per_execution`. With no
 teacher it is plain cross-entropy training, so the teacher, the baseline,
@@ -18,28 +18,32 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from pmkd_tf import losses
+from pmkd_tf import terms as loss_terms
 
 
 class Distiller(keras.Model):
-    """Trains `student` on `losses.pmkd_loss` against `teacher` (None: CE only).
+    """Trains `student` on the weighted sum of `terms` against `teacher` (default: cross-entropy alone).
 
     `teacher` is whatever this phase learns from: the NxN teacher or the
-    pacemaker. Saving a Distiller saves the student alone, which is what
-    deployment and the next phase need.
+    pacemaker; `terms` come from `terms.make`. Saving a Distiller saves the
+    student alone, which is what deployment and the next phase need; its
+    checkpoints (`save_weights`) hold the terms' own weights too.
     """
 
     def __init__(self, student: keras.Model, teacher: keras.Model | None = None,
-                 weights: losses.LossWeights | None = None, **kwargs):
+                 terms: list[loss_terms.Term] | None = None, **kwargs):
         super().__init__(name=kwargs.pop("name", "distiller"), **kwargs)
         self.student = student
         self.teacher = teacher
-        self.loss_weights_ = weights or losses.LossWeights()
+        self.terms = terms or loss_terms.make((), {})
+        if teacher is None and len(self.terms) > 1:
+            raise ValueError("Distillation terms need a teacher to learn from.")
         if teacher is not None:
             teacher.trainable = False
-        names = losses.TERMS if teacher is not None else ("ce",)
-        # "loss" itself is Keras' own tracker; these log each term of eq. 7.
-        self.term_trackers = [keras.metrics.Mean(name=name) for name in names]
+        for term in self.terms:
+            term.build(student, teacher)
+        # "loss" itself is Keras' own tracker; these log each term, the same columns every epoch.
+        self.term_trackers = [keras.metrics.Mean(name=term.key) for term in self.terms]
         self.accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         # Both networks are built functional models, so this wrapper is too.
         self.built = True
@@ -49,14 +53,16 @@ class Distiller(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         teacher_out = None if self.teacher is None else self.teacher(x, training=False)
-        terms = losses.pmkd_loss(y, y_pred, teacher_out, self.loss_weights_)
-        for tracker in self.term_trackers:
-            tracker.update_state(terms[tracker.name])
+        loss = 0.0
+        for term, tracker in zip(self.terms, self.term_trackers):
+            value = term.compute(y, y_pred, teacher_out)
+            tracker.update_state(value)
+            loss += term.weight() * value
         # Each replica sees 1/R of the global batch and gradients are summed
         # across replicas, so the per-replica mean is divided by R (Keras'
         # loss tracker multiplies it back for the log).
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        return terms["loss"] / replicas
+        return loss / replicas
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         self.accuracy.update_state(y, y_pred["logits"])
@@ -80,7 +86,7 @@ class Distiller(keras.Model):
         """
         if self.optimizer is not None and not self.optimizer.built:
             with self.distribute_strategy.scope():
-                self.optimizer.build(self.student.trainable_variables)
+                self.optimizer.build(self.trainable_variables)  # the student's and any term's own
 
     def save(self, filepath, *args, **kwargs) -> None:
         """Save the student alone (the teacher is an input, not a result)."""

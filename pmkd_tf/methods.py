@@ -1,17 +1,17 @@
 """The one table that says what each method (a row of the paper's tables) is.
 
-A method is its distillation terms (from `losses.TERMS`; cross-entropy is
+A method is its distillation terms (keys of `terms.TERMS`; cross-entropy is
 always in), whether it goes through a pacemaker, how many epochs its student
 trains relative to one phase, and its label in the results table. The phase
 planner (`pipeline.plan`), the tuner (which hyperparameters a method can
 tune), the results table and the benchmarks all read this table, so adding
-a method is one entry here.
+a method is one line here.
 
     teacher                      NxN net, cross-entropy
     baseline                     1xN student, cross-entropy
-    kd | fitnet | kd_fitnet      teacher -> student
+    kd | fitnet | kd_fitnet | at teacher -> student
     pm_kd | pm_fitnet | pmkd     phase 1 teacher -> pacemaker,
-                                 phase 2 pacemaker -> student,
+    | pm_at                      phase 2 pacemaker -> student,
                                  phase 3 teacher -> student (from phase 2)
     *_long                       compute-matched controls: the student trains 2x the epochs
 """
@@ -19,9 +19,10 @@ a method is one entry here.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
+from pmkd_tf import terms
 from pmkd_tf.errors import UserError
-from pmkd_tf.losses import TERMS, LossWeights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,25 +36,23 @@ class Method:
     trains_teacher: bool = False
 
     def __post_init__(self) -> None:
-        unknown = [t for t in self.terms if t not in TERMS or t == "ce"]
+        unknown = [t for t in self.terms if t not in terms.TERMS or t == terms.CROSS_ENTROPY]
         if unknown:
-            raise ValueError(f"Unknown distillation term(s) {unknown}; terms: {', '.join(TERMS)}.")
+            raise ValueError(f"Unknown distillation term(s) {unknown}; terms: {', '.join(terms.TERMS)}.")
 
     @property
     def family(self) -> str:
         """The name of its set of terms ("ce", "kd", "feature", "kd_feature"): phases with one family share weights."""
-        return "_".join(self.terms) or "ce"
+        return "_".join(self.terms) or terms.CROSS_ENTROPY
 
     @property
     def tunable(self) -> tuple[str, ...]:
-        """The hyperparameters its loss actually reads, in `losses.TERMS` order."""
-        names = [h for t in self.terms for h in TERMS[t].hyperparameters]
-        return tuple(dict.fromkeys(names))
+        """The hyperparameters its loss reads that the tuner can search."""
+        return tuple(h.name for t in self.terms for h in terms.TERMS[t].hyperparameters if h.search)
 
-    def loss_weights(self, rho: float, alpha: float, temperature: float) -> LossWeights:
-        """Eq. 7's weights for this method: a term it does not use gets weight 0 (so CE gets 1 - alpha = 1 without KD)."""
-        return LossWeights(rho=rho if "feature" in self.terms else 0.0,
-                           alpha=alpha if "kd" in self.terms else 0.0, temperature=temperature)
+    def values(self, given: Mapping[str, terms.Value]) -> dict[str, terms.Value]:
+        """The hyperparameters its loss reads (`terms.values`): how a phase that distils records them."""
+        return terms.values(self.terms, given)
 
 
 METHODS: dict[str, Method] = {
@@ -67,6 +66,8 @@ METHODS: dict[str, Method] = {
     "pmkd": Method("PMKD", ("kd", "feature"), via_pacemaker=True),
     "baseline_long": Method("Baseline (2x epochs)", epoch_factor=2),
     "kd_fitnet_long": Method("KD + FitNet (2x epochs)", ("kd", "feature"), epoch_factor=2),
+    "at": Method("AT", ("at",)),
+    "pm_at": Method("PM + AT", ("at",), via_pacemaker=True),
 }
 PAPER_METHODS = ("teacher", "baseline", "kd", "fitnet", "kd_fitnet", "pm_kd", "pm_fitnet", "pmkd")
 

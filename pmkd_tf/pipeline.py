@@ -20,14 +20,14 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 from absl import logging
 
-from pmkd_tf import data, files, methods, models
+from pmkd_tf import data, files, methods, models, terms
 from pmkd_tf.distiller import Distiller
 from pmkd_tf.errors import UserError
 from pmkd_tf.recipe import Recipe
@@ -42,8 +42,10 @@ ADDED_SETTINGS = {"downsampling": "stride"}
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
-    """Everything that defines one table: data, net, recipe and loss weights.
+    """Everything that defines one table: data, net, recipe and the loss terms' hyperparameters.
 
+    `hyperparameters` holds a value for every hyperparameter of every term
+    (`terms.HYPERPARAMETERS`; the defaults fill in those not given).
     `jit_compile` and `steps_per_execution` change speed only, so they are
     not part of any phase's identity. `downsampling` (`models.NetConfig`)
     changes the 1xN and Nx1 models only, so it is not part of a teacher's.
@@ -54,9 +56,7 @@ class Experiment:
     recipe: Recipe = Recipe()
     width_multiplier: float = 1.0
     n: int = 3
-    rho: float = 1.0
-    alpha: float = 0.9
-    temperature: float = 4.0
+    hyperparameters: Mapping[str, terms.Value] = dataclasses.field(default_factory=dict)
     pacemaker_kind: str = "ensemble"
     phase3_init: str = "student"
     teacher_per_seed: bool = False
@@ -82,14 +82,38 @@ class Experiment:
         if self.steps_per_execution < 1:
             raise UserError(f"steps_per_execution must be >= 1, got {self.steps_per_execution}.")
         models.NetConfig(self.net, width_multiplier=self.width_multiplier, n=self.n, downsampling=self.downsampling)
-        methods.METHODS["pmkd"].loss_weights(self.rho, self.alpha, self.temperature)
+        defaults = {name: h.default for name, h in terms.HYPERPARAMETERS.items()}
+        object.__setattr__(self, "hyperparameters", {**defaults, **terms.validate(self.hyperparameters)})
+
+    def settings(self) -> dict:
+        """The experiment as best.json and the tuner record it: its fields (the recipe nested) and each
+        hyperparameter beside them. A setting added after phases and tables were committed is left out where
+        it behaves as before it existed (`ADDED_SETTINGS`, a newer hyperparameter at its default), so those
+        records are still found."""
+        settings = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        settings["recipe"] = dataclasses.asdict(settings["recipe"])
+        settings.update(settings.pop("hyperparameters"))
+        added = {**ADDED_SETTINGS, **{name: h.default for name, h in terms.HYPERPARAMETERS.items()
+                                      if not h.in_every_table}}
+        return {key: value for key, value in settings.items() if key not in added or value != added[key]}
 
     def flat(self) -> dict:
-        """The experiment as one flat dict, its recipe's fields beside its own: how a table records its settings
-        (an added setting only where it differs from the behaviour before it)."""
-        flat = dataclasses.asdict(self)
+        """`settings` with the recipe's fields beside the others: how a table records its settings."""
+        flat = self.settings()
         flat.update(flat.pop("recipe"))
-        return {key: value for key, value in flat.items() if key not in ADDED_SETTINGS or value != ADDED_SETTINGS[key]}
+        return flat
+
+    @classmethod
+    def from_flat(cls, flat: Mapping) -> Experiment:
+        """The experiment a `flat` (or `settings`) record describes (unknown keys, e.g. a table's command, ignored)."""
+        flat = {**flat, **flat.get("recipe", {})}
+        recipe = Recipe(**{key: flat[key] for key in Recipe.__dataclass_fields__ if key in flat})
+        own = {key: flat[key] for key in cls.__dataclass_fields__ if key in flat and key not in ("recipe",
+                                                                                               "hyperparameters")}
+        if own.get("image_size") is not None:
+            own["image_size"] = tuple(own["image_size"])
+        return cls(**own, recipe=recipe,
+                   hyperparameters={name: flat[name] for name in terms.HYPERPARAMETERS if name in flat})
 
     def net_config(self, shape: str, num_classes: int, input_shape: tuple[int, int, int]) -> models.NetConfig:
         return models.NetConfig(self.net, shape, num_classes, self.width_multiplier, self.n,
@@ -112,7 +136,6 @@ class Phase:
     def config(self, exp: Experiment, data_identity: dict) -> dict:
         """Everything the phase's result depends on, its inputs' configs and its data included."""
         spec = methods.METHODS[self.method]
-        weights = spec.loss_weights(exp.rho, exp.alpha, exp.temperature) if self.taught_by else None
         config = {
             "phase": self.name, "role": self.role, "terms": list(spec.terms) if self.taught_by else [],
             "seed": self.seed, "epochs": self.epochs, "data": data_identity, "net": exp.net,
@@ -121,7 +144,7 @@ class Phase:
             "train_examples": exp.train_examples, "test_examples": exp.test_examples,
             "validation_examples": exp.validation_examples, "precision": exp.precision,
             "recipe": dataclasses.asdict(exp.recipe),
-            "weights": dataclasses.asdict(weights) if weights else None,
+            "weights": spec.values(exp.hyperparameters) if self.taught_by else None,
             "taught_by": self.taught_by.config(exp, data_identity) if self.taught_by else None,
             "init": self.init.config(exp, data_identity) if self.init else None, "init_member": self.init_member,
         }
@@ -358,6 +381,8 @@ class Trainer:
             for needed in (phase.taught_by, phase.init):
                 if needed is not None:
                     self.trained_model(needed)  # before anything of this phase is written
+            if phase.taught_by is not None and phase.taught_by.role == "teacher":
+                self._warn_if_weak(self.result(phase.taught_by))
             # Workers of a distributed search share an out_dir and all need the
             # same teacher first: one trains it, the others wait, then reuse it.
             with files.lock(folder.parent / f".{folder.name}.lock"):
@@ -369,6 +394,16 @@ class Trainer:
         self._done[folder.name] = result
         return result
 
+    def _warn_if_weak(self, teacher: dict) -> None:
+        """One line when a teacher is below 1.5x chance (e.g. too few epochs on little data): little to distil."""
+        split = "validation" if "val_accuracy" in teacher else "test"
+        accuracy = teacher.get("val_accuracy", teacher["test_accuracy"])
+        chance = 1 / self.splits.num_classes
+        if accuracy < 1.5 * chance:
+            logging.warning("The teacher %s scores %.2f%% on %s, below 1.5x chance (%.2f%% for %d classes): its "
+                            "students have little to learn from it; train it longer (--epochs) or on more images.",
+                            teacher["folder"], 100 * accuracy, split, 150 * chance, self.splits.num_classes)
+
     def _train(self, phase: Phase, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         files.atomic_write_json(folder / "config.json", phase.config(self.exp, self.splits.identity))
@@ -379,8 +414,8 @@ class Trainer:
         with _policy(self.exp.precision), self.strategy.scope():
             teacher = keras.saving.load_model(self.trained_model(phase.taught_by)) if phase.taught_by else None
             student = self.build_model(phase)
-            weights = methods.METHODS[phase.method].loss_weights(self.exp.rho, self.exp.alpha, self.exp.temperature)
-            distiller = Distiller(student, teacher, weights)
+            distiller = Distiller(student, teacher, terms.make(methods.METHODS[phase.method].terms,
+                                                                self.exp.hyperparameters) if teacher else None)
             distiller.compile(optimizer=recipe.optimizer(steps, phase.epochs), jit_compile=self.exp.jit_compile,
                               steps_per_execution=self.exp.steps_per_execution)
             checkpoint = EpochCheckpoint(folder / "checkpoint", folder / "history.csv")

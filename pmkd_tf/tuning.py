@@ -1,4 +1,4 @@
-"""Keras Tuner search of the loss weights (rho, alpha, tau) on a held-out validation split.
+"""Keras Tuner search of the loss terms' hyperparameters (rho by default) on a held-out validation split.
 
 A trial is not one `model.fit` but a whole method pipeline (for `pmkd`:
 pacemaker, phase 2, phase 3), so `PipelineTuner` is a keras-tuner `BaseTuner`
@@ -9,9 +9,10 @@ so that `experiments.run` can reuse the phase, but no tuner code looks at it.
 
 Phase folders are keyed by a hash of their config, so every phase a trial's
 hyperparameters do not reach (always the cross-entropy teacher) is trained
-once and reused by every trial, and `experiments.run --hparams_from=best.json`
-with the same settings (`best.json["run_command"]`) reuses the best trial's
-phases instead of training them again.
+once and reused by every trial. best.json records the best trial's whole
+experiment, so `experiments.run --hparams_from=best.json --methods=<method>`
+trains exactly that experiment and reuses the best trial's phases instead
+of training them again.
 
 The rest is keras-tuner's: its project directory makes a search resumable,
 and its chief/worker mode (KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP,
@@ -26,7 +27,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shlex
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,12 +35,14 @@ import keras_tuner as kt
 from absl import logging
 from keras_tuner.engine.base_tuner import BaseTuner
 
-from pmkd_tf import data, files, methods, pipeline
+from pmkd_tf import data, files, methods, pipeline, terms
 from pmkd_tf.errors import UserError
-from pmkd_tf.losses import LossWeights
+from pmkd_tf.terms import Range
 
 TUNERS = ("bayesian", "random", "hyperband")
-TUNABLE = ("rho", "alpha", "temperature")
+# Every hyperparameter a term lets the tuner search, and where by default.
+DEFAULT_RANGES: Mapping[str, Range] = {name: h.search for name, h in terms.HYPERPARAMETERS.items() if h.search}
+TUNABLE = tuple(DEFAULT_RANGES)
 # Experiment fields that change a trial's speed, not its score.
 SPEED_ONLY = ("jit_compile", "steps_per_execution")
 OBJECTIVE = "val_accuracy"
@@ -48,22 +50,6 @@ OBJECTIVE = "val_accuracy"
 ENV_TUNER_ID = "KERASTUNER_TUNER_ID"
 ENV_ORACLE_IP = "KERASTUNER_ORACLE_IP"
 ENV_ORACLE_PORT = "KERASTUNER_ORACLE_PORT"
-
-
-@dataclasses.dataclass(frozen=True)
-class Range:
-    """Where one loss weight is sampled: uniformly, or log-uniformly when `log`."""
-
-    low: float
-    high: float
-    log: bool = False
-
-
-DEFAULT_RANGES: Mapping[str, Range] = {
-    "rho": Range(0.01, 5.0, log=True),  # the paper's hand-tuned span, sec. 4.3
-    "alpha": Range(0.5, 0.99),
-    "temperature": Range(1.0, 16.0, log=True),
-}
 
 
 def _digest(obj: object) -> str:
@@ -90,8 +76,8 @@ class Search:
 
     `exp` is the base experiment: `exp.recipe.epochs` is a trial's budget
     (epochs of every phase it trains, i.e. `--trial_epochs`; for hyperband
-    the largest budget), and its rho/alpha/temperature are the values of the
-    weights that are not tuned.
+    the largest budget), and its hyperparameters are the values of those
+    that are not tuned.
     """
 
     exp: pipeline.Experiment
@@ -124,8 +110,8 @@ class Search:
                 raise UserError(f"--{name}_range must be low,high with low < high, got {bounds.low},{bounds.high}.")
             if bounds.log and bounds.low <= 0:
                 raise UserError(f"--{name}_range is sampled log-uniformly, so its low end must be > 0.")
-            LossWeights(**{name: bounds.low})
-            LossWeights(**{name: bounds.high})
+            terms.validate({name: bounds.low})
+            terms.validate({name: bounds.high})
         if self.exp.validation_examples <= 0:
             raise UserError("The objective is top-1 on a validation split held out from train: "
                             "set --validation_examples > 0.")
@@ -146,9 +132,9 @@ class Search:
 
     def experiment(self, values: Mapping[str, float], epochs: int | None = None) -> pipeline.Experiment:
         """The experiment of one trial: its loss weights and its epochs per phase."""
-        weights = {name: float({**self.fixed(), **values}[name]) for name in TUNABLE}
+        tuned = {name: float(values[name]) for name in self.tune}
         recipe = dataclasses.replace(self.exp.recipe, epochs=epochs or self.exp.recipe.epochs)
-        return dataclasses.replace(self.exp, recipe=recipe, **weights)
+        return dataclasses.replace(self.exp, recipe=recipe, hyperparameters={**self.exp.hyperparameters, **tuned})
 
     def phases(self) -> tuple[list[str], list[str]]:
         """(phases every trial trains anew, phases trained once and shared), for seed 0.
@@ -163,19 +149,20 @@ class Search:
         changes = {a.name: a.folder(low, {}) != b.folder(high, {}) for a, b in pairs}
         return [n for n in changes if changes[n]], [n for n in changes if not changes[n]]
 
-    def fixed(self) -> dict[str, float]:
-        """The values of the weights that are not tuned."""
-        return {name: getattr(self.exp, name) for name in TUNABLE if name not in self.tune}
+    def tunable(self) -> list[str]:
+        """The hyperparameters the method's loss reads that the tuner can search, in `TUNABLE` order."""
+        return [name for name in TUNABLE if name in methods.get(self.method).tunable]
 
     def hyperparameters(self) -> kt.HyperParameters:
-        """The search space: tuned weights sampled over their range, the others Fixed (so trials record them)."""
+        """The search space: tuned hyperparameters over their range, the other tunable ones Fixed (so trials
+        record them)."""
         hp = kt.HyperParameters()
-        for name in TUNABLE:
+        for name in self.tunable():
             if name in self.tune:
                 bounds = self.ranges[name]
                 hp.Float(name, bounds.low, bounds.high, sampling="log" if bounds.log else "linear")
             else:
-                hp.Fixed(name, float(getattr(self.exp, name)))
+                hp.Fixed(name, float(self.exp.hyperparameters[name]))
         return hp
 
     def oracle(self) -> kt.Oracle:
@@ -196,12 +183,9 @@ class Search:
 
     def fingerprint(self) -> dict:
         """Everything that decides trials and their scores (not max_trials: raising it continues a search)."""
-        exp = dataclasses.asdict(self.exp)
+        exp = self.exp.settings()
         for name in (*self.tune, *SPEED_ONLY):
             exp[name] = None
-        for name, before in pipeline.ADDED_SETTINGS.items():
-            if exp[name] == before:
-                del exp[name]  # so searches made before the setting existed are still found
         return {
             "experiment": exp, "method": self.method, "tune": list(self.tune),
             "ranges": {name: dataclasses.asdict(self.ranges[name]) for name in self.tune},
@@ -298,7 +282,8 @@ class PipelineTuner(BaseTuner):
             # A mistake every trial would repeat: stop the search (keras-tuner
             # re-raises FatalError) rather than fail trial after trial.
             raise _FatalUserError(str(error)) from error
-        record = {"epochs_per_phase": exp.recipe.epochs, "hyperparameters": {n: values[n] for n in TUNABLE},
+        record = {"epochs_per_phase": exp.recipe.epochs,
+                  "hyperparameters": {n: values[n] for n in self.spec.tunable()},
                   "runs": [{k: run.get(k) for k in ("seed", "status", "val_accuracy", "phases", "total_epochs",
                                                     "total_wall_seconds", "error")} for run in runs]}
         files.atomic_write_json(Path(self.get_trial_dir(trial.trial_id)) / "pipeline.json", record)
@@ -325,7 +310,8 @@ class PipelineTuner(BaseTuner):
         values = trial.hyperparameters.values
         epochs = values.get("tuner/epochs") or self.spec.exp.recipe.epochs
         best = {
-            "hyperparameters": {name: float(values[name]) for name in TUNABLE},
+            "hyperparameters": {name: float(values[name]) for name in self.spec.tunable()},
+            "experiment": self.spec.experiment(values, epochs).flat(),
             "tuned": list(self.spec.tune), "objective": OBJECTIVE, "score": float(trial.score),
             "trial_id": trial.trial_id, "method": self.spec.method, "tuner": self.spec.tuner,
             "seeds": self.spec.seeds, "trial_epochs": epochs, "project": str(self.project),
@@ -333,7 +319,6 @@ class PipelineTuner(BaseTuner):
         detail = Path(self.get_trial_dir(trial.trial_id)) / "pipeline.json"
         if detail.exists():
             best["phases"] = {str(run["seed"]): run["phases"] for run in json.loads(detail.read_text())["runs"]}
-        best["run_command"] = self.run_command(epochs)
         return best
 
     def write_best(self) -> Path | None:
@@ -343,24 +328,6 @@ class PipelineTuner(BaseTuner):
         path = self.project / "best.json"
         files.atomic_write_json(path, best)
         return path
-
-    def run_command(self, epochs: int) -> str:
-        """`experiments.run` with the settings of the trials, so it reuses the best trial's phases."""
-        exp = self.spec.exp
-        args = ["python", "-m", "pmkd_tf.experiments.run", f"--net={exp.net}", f"--dataset={exp.dataset}",
-                f"--methods={self.spec.method}", "--preset=paper", f"--seeds={self.spec.seeds}",
-                f"--epochs={epochs}", f"--batch_size={exp.recipe.batch_size}",
-                f"--learning_rate={exp.recipe.learning_rate}", f"--width_multiplier={exp.width_multiplier}",
-                f"--n={exp.n}", f"--pacemaker_kind={exp.pacemaker_kind}", f"--phase3_init={exp.phase3_init}",
-                f"--downsampling={exp.downsampling}",
-                f"--precision={exp.precision}", f"--weight_decay_kind={exp.recipe.weight_decay_kind}",
-                f"--validation_examples={exp.validation_examples}", f"--out_dir={self.out_dir}",
-                f"--hparams_from={self.project / 'best.json'}"]
-        args += [f"--{name}={value}" for name in ("train_examples", "test_examples")
-                 if (value := getattr(exp, name)) is not None]
-        if self.data_dir:
-            args.append(f"--data_dir={self.data_dir}")
-        return " ".join(map(shlex.quote, args))
 
 
 def _check_port_free() -> None:

@@ -29,6 +29,25 @@ def test_runner_writes_the_table(data_dir, tmp_path):
     assert "| KD |" in done.stdout
 
 
+def test_attention_transfer_methods_train_at_the_smoke_preset(data_dir, tmp_path):
+    """AT and PM + AT: one term file and two method lines, trained end to end; the log has the AT column."""
+    done = subprocess.run([*RUN, "--preset=smoke", "--methods=at,pm_at", f"--out_dir={tmp_path}"],
+                          env=_env(data_dir), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    root = tmp_path / "cifar10" / "resnet18"
+    table = json.loads((root / "results.json").read_text())
+    assert {run["status"] for run in table["runs"].values()} == {"ok"} and set(table["runs"]) == {"at/seed0",
+                                                                                                   "pm_at/seed0"}
+    assert "| AT |" in done.stdout and "| PM + AT |" in done.stdout
+    assert len(table["runs"]["pm_at/seed0"]["phases"]) == 4  # teacher, pacemaker, phase 2, phase 3
+    [pacemaker] = root.glob("pacemaker-at-ensemble-seed0-*")
+    with open(pacemaker / "history.csv") as f:
+        columns = set(next(csv.reader(f)))
+    assert {"at", "ce", "loss"} <= columns and not {"kd", "feature"} & columns  # each of its terms, and only those
+    weights = json.loads((pacemaker / "config.json").read_text())["weights"]
+    assert (weights["beta"], weights["at_p"], weights["rho"], weights["alpha"]) == (1000.0, 2.0, 0.0, 0.0)
+
+
 def test_other_settings_need_a_table_of_their_own(data_dir, tmp_path):
     """A changed setting cannot overwrite the main table's rows; under --table it shares finished phases."""
     args = [*RUN, *TINY, "--epochs=1", "--methods=baseline", f"--out_dir={tmp_path}"]

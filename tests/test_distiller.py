@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pmkd_tf import data, losses, models
+from pmkd_tf import data, models, terms
 from pmkd_tf.distiller import Distiller
 
 TINY = 1 / 16
@@ -25,7 +25,7 @@ def test_step_updates_only_the_student(cifar):
     teacher, student = _pair()
     before_t = [w.numpy().copy() for w in teacher.weights]
     before_s = [w.numpy().copy() for w in student.trainable_weights]
-    d = Distiller(student, teacher, losses.LossWeights(rho=1.0))
+    d = Distiller(student, teacher, terms.make(("kd", "feature"), {"rho": 1.0}))
     d.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
     x, y = _batch(cifar)
     logs = d.train_on_batch(x, y, return_dict=True)
@@ -37,8 +37,7 @@ def test_step_updates_only_the_student(cifar):
 
 def test_total_equals_weighted_sum_of_logged_terms(cifar):
     teacher, student = _pair()
-    w = losses.LossWeights(rho=0.5, alpha=0.9, temperature=4.0)
-    d = Distiller(student, teacher, w)
+    d = Distiller(student, teacher, terms.make(("kd", "feature"), {"rho": 0.5, "alpha": 0.9, "temperature": 4.0}))
     d.compile(optimizer=keras.optimizers.SGD(0.0))
     x, y = _batch(cifar)
     logs = d.test_on_batch(x, y, return_dict=True)
@@ -51,16 +50,48 @@ def test_pacemaker_as_student_trains_both_members_and_as_teacher(cifar):
     pacemaker = models.build_pacemaker(config)
     members = [models.pacemaker_member(pacemaker, s) for s in ("1xN", "Nx1")]
     before = [[w.numpy().copy() for w in m.trainable_weights] for m in members]
-    d = Distiller(pacemaker, teacher, losses.LossWeights(rho=1.0))
+    d = Distiller(pacemaker, teacher, terms.make(("kd", "feature"), {"rho": 1.0}))
     d.compile(optimizer=keras.optimizers.SGD(0.1))
     x, y = _batch(cifar)
     d.train_on_batch(x, y)
     for member, old in zip(members, before):
         assert any(not np.array_equal(a, b.numpy()) for a, b in zip(old, member.trainable_weights))
     student = models.build(config.with_shape("1xN"))
-    phase2 = Distiller(student, pacemaker, losses.LossWeights(rho=1.0))
+    phase2 = Distiller(student, pacemaker, terms.make(("kd", "feature"), {"rho": 1.0}))
     phase2.compile(optimizer=keras.optimizers.SGD(0.1))
     assert np.isfinite(phase2.train_on_batch(x, y, return_dict=True)["loss"])
+
+
+class _Scale(terms.Term):
+    """A term with a trainable weight of its own: the squared gap between scaled student and teacher logits."""
+
+    key = "scale"
+
+    def build(self, student, teacher):
+        self.scale = self.add_weight(shape=(), initializer="ones", name="scale")
+        self.built = True
+
+    def weight(self):
+        return 1.0
+
+    def compute(self, labels, student, teacher):
+        return keras.ops.mean(keras.ops.square(self.scale * student["logits"] - teacher["logits"]))
+
+
+def test_a_term_may_own_weights_trained_and_checkpointed_with_the_student(cifar, tmp_path):
+    teacher, student = _pair()
+    d = Distiller(student, teacher, [*terms.make((), {}), _Scale({})])
+    d.compile(optimizer=keras.optimizers.SGD(0.1))
+    x, y = _batch(cifar)
+    assert set(d.train_on_batch(x, y, return_dict=True)) == {"loss", "ce", "scale", "accuracy"}
+    trained = float(d.terms[1].scale.numpy())
+    assert trained != 1.0  # the optimizer reached the term's own weight
+    d.save_weights(tmp_path / "checkpoint.weights.h5")
+    again = Distiller(_pair()[1], teacher, [*terms.make((), {}), _Scale({})])
+    again.load_weights(tmp_path / "checkpoint.weights.h5")
+    assert float(again.terms[1].scale.numpy()) == trained
+    d.save(tmp_path / "student.keras")  # the deployable student carries no loss weights
+    assert keras.saving.load_model(tmp_path / "student.keras").count_params() == student.count_params()
 
 
 def test_no_teacher_is_plain_cross_entropy(cifar):
@@ -92,7 +123,7 @@ def test_mirrored_two_replicas_match_one_device(cifar):
     def one_step(strategy):
         with strategy.scope():
             teacher, student = _pair()
-            d = Distiller(student, teacher, losses.LossWeights(rho=1.0))
+            d = Distiller(student, teacher, terms.make(("kd", "feature"), {"rho": 1.0}))
             d.compile(optimizer=keras.optimizers.SGD(0.1))
         ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
         logs = d.fit(ds, epochs=1, verbose=0).history
@@ -118,7 +149,7 @@ def test_mixed_precision_step_moves_the_student_as_far_as_float32(cifar, policy)
         try:
             teacher, student = _pair()
             before = [w.numpy().copy() for w in student.trainable_weights]
-            d = Distiller(student, teacher, losses.LossWeights(rho=1.0))
+            d = Distiller(student, teacher, terms.make(("kd", "feature"), {"rho": 1.0}))
             d.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
             d.train_on_batch(x, y)
             return sum(float(np.abs(w.numpy() - b).sum()) for w, b in zip(student.trainable_weights, before))

@@ -8,15 +8,16 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from pmkd_tf import methods, models, pipeline, plots, results as tables
+from pmkd_tf import methods, models, pipeline, plots, results as tables, terms
 from pmkd_tf.recipe import Recipe
 
 TINY = 1 / 16
 
 
 def _exp(**kw):
+    hyperparameters = {"rho": 0.5, **{name: kw.pop(name) for name in list(kw) if name in terms.HYPERPARAMETERS}}
     base = dict(dataset="cifar10", net="vgg13", recipe=Recipe(epochs=1, batch_size=64), width_multiplier=TINY,
-                rho=0.5, train_examples=320, test_examples=160)
+                hyperparameters=hyperparameters, train_examples=320, test_examples=160)
     base.update(kw)
     return pipeline.Experiment(**base)
 
@@ -47,7 +48,8 @@ def test_teacher_and_pacemakers_are_trained_once_and_shared(trained):
     trainer, results = trained
     folders = [p.name for p in trainer.root.iterdir() if p.is_dir()]
     assert sum(f.startswith("teacher-") for f in folders) == 1
-    assert sorted(f.split("-")[1] for f in folders if f.startswith("pacemaker-")) == ["feature", "kd", "kd_feature"]
+    assert sorted(f.split("-")[1] for f in folders if f.startswith("pacemaker-")) == ["at", "feature", "kd",
+                                                                                     "kd_feature"]
     assert results["pmkd"]["phases"][0] == results["kd"]["phases"][0]  # the same teacher folder
     stamp = {f: (trainer.root / f / "result.json").stat().st_mtime for f in results["pmkd"]["phases"]}
     again = trainer.run("pmkd", 0)
@@ -99,9 +101,7 @@ def test_the_committed_converged_table_and_its_phases_are_still_found():
     root = Path(__file__).parents[1] / "experiments/results/cifar10/resnet18"
     table = json.loads((root / "converged.json").read_text())
     stored = {k: v for k, v in table["experiment"].items() if k not in ("class_names", "command")}
-    recipe_fields = set(Recipe.__dataclass_fields__)
-    exp = pipeline.Experiment(**{k: v for k, v in stored.items() if k not in recipe_fields},
-                              recipe=Recipe(**{k: v for k, v in stored.items() if k in recipe_fields}))
+    exp = pipeline.Experiment.from_flat(stored)
     assert exp.flat() == stored
     for method in ("teacher", "baseline", "pmkd", "kd_fitnet_long"):
         run = table["runs"][f"{method}/seed1" if method != "teacher" else "teacher/seed0"]
@@ -109,6 +109,22 @@ def test_the_committed_converged_table_and_its_phases_are_still_found():
         phases = list(pipeline.chain(pipeline.plan(exp, method, seed)))
         data = json.loads((root / run["phases"][0] / "config.json").read_text())["data"]
         assert [p.folder(exp, data) for p in phases] == run["phases"], method
+
+
+def test_a_teacher_below_one_and_a_half_times_chance_is_named_before_a_student_learns_from_it(cifar, tmp_path,
+                                                                                               caplog):
+    untrained = _exp(recipe=Recipe(epochs=1, batch_size=64, learning_rate=1e-9))  # the teacher stays at chance
+    trainer = pipeline.Trainer(untrained, cifar, tmp_path, verbose=0)
+    teacher = trainer.run("teacher", 0)
+    assert teacher["val_accuracy"] < 0.15  # the split has a validation part: that is the accuracy named
+    with caplog.at_level("WARNING"):
+        trainer.run("kd", 0)
+    [line] = [r.getMessage() for r in caplog.records if "below 1.5x chance" in r.getMessage()]
+    assert f"{100 * teacher['val_accuracy']:.2f}% on validation, below 1.5x chance (15.00% for 10 classes)" in line
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        trainer.run("kd", 0)  # finished: nothing starts, nothing to warn about
+    assert not [r for r in caplog.records if "below 1.5x chance" in r.getMessage()]
 
 
 def test_fig2_phase3_starts_from_the_pacemaker_row_member(cifar, trained):
@@ -224,10 +240,12 @@ def test_each_method_is_paired_by_seed_with_the_baseline_and_each_compute_matche
 def test_the_method_table_decides_terms_weights_and_tunables():
     assert methods.METHODS["pmkd"].tunable == ("alpha", "temperature", "rho")
     assert methods.METHODS["fitnet"].tunable == ("rho",) and methods.METHODS["baseline"].tunable == ()
-    fitnet = methods.METHODS["fitnet"].loss_weights(rho=2.0, alpha=0.9, temperature=4.0)
-    assert (fitnet.rho, fitnet.alpha) == (2.0, 0.0)  # no KD term: CE gets weight 1 - 0 = 1
-    kd = methods.METHODS["kd"].loss_weights(rho=2.0, alpha=0.9, temperature=4.0)
-    assert (kd.rho, kd.alpha) == (0.0, 0.9)
+    assert methods.METHODS["pm_at"].tunable == ("beta",)
+    given = {"rho": 2.0, "alpha": 0.9, "temperature": 4.0}
+    fitnet = methods.METHODS["fitnet"].values(given)
+    assert (fitnet["rho"], fitnet["alpha"]) == (2.0, 0.0)  # no KD term: CE gets weight 1 - 0 = 1
+    kd = methods.METHODS["kd"].values(given)
+    assert (kd["rho"], kd["alpha"]) == (0.0, 0.9) and "beta" not in kd
     with pytest.raises(ValueError, match="Unknown distillation term"):
         methods.Method("Bad", ("attention",))
 

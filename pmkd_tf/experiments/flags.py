@@ -1,8 +1,9 @@
-"""The flags `experiments.run` and `experiments.tune` share, and how both turn them into an Experiment.
+"""The flags `experiments.run`, `tune` and `convergence` share, and how they turn them into an Experiment.
 
 Choices are absl enums and ranges are absl validators, so a bad value is
 refused while the command line is parsed; `parse` turns absl's refusal into
-the project's one `error:` line and exit code 2.
+the project's one `error:` line and exit code 2. Every loss term's
+hyperparameters (`terms.HYPERPARAMETERS`) are flags of their own name.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 
 from absl import flags, logging
 
-from pmkd_tf import data, models, pipeline
+from pmkd_tf import data, models, pipeline, terms
 from pmkd_tf.errors import UserError
 from pmkd_tf.recipe import PRESETS, WEIGHT_DECAY_KINDS, Recipe
 
@@ -35,9 +36,9 @@ flags.DEFINE_enum("weight_decay_kind", None, list(WEIGHT_DECAY_KINDS), "coupled:
                   "momentum (the paper's, PyTorch's); decoupled: Keras'. Default: the preset's.")
 flags.DEFINE_float("width_multiplier", None, "Channel multiplier of every net (default: the preset's).")
 flags.DEFINE_integer("n", 3, "N of the NxN / 1xN / Nx1 filters.")
-flags.DEFINE_float("rho", 1.0, "Weight of the feature loss (paper: 0.01 to 5).")
-flags.DEFINE_float("alpha", 0.9, "Weight of the logit KD loss; CE gets 1 - alpha.")
-flags.DEFINE_float("temperature", 4.0, "KD temperature tau.")
+for _h in terms.HYPERPARAMETERS.values():
+    (flags.DEFINE_bool if isinstance(_h.default, bool) else flags.DEFINE_float)(_h.name, _h.default, _h.help)
+    flags.register_validator(_h.name, _h.valid, f"{_h.name} {_h.rule}")
 flags.DEFINE_enum("pacemaker_kind", "ensemble", list(models.PACEMAKER_KINDS),
                   "The pacemaker: ensemble (1xN & Nx1, the paper's), column (Nx1) or row (1xN).")
 flags.DEFINE_enum("phase3_init", "student", list(pipeline.PHASE3_INITS), "Phase 3 starts from the phase-2 "
@@ -71,32 +72,48 @@ def parse(argv: list[str]) -> list[str]:
     return rest
 
 
-def experiment(epochs: int | None, tuned: dict | None = None) -> pipeline.Experiment:
-    """Resolve preset + flags (+ tuned hyperparameters) into an Experiment, and log its scale."""
+# The Experiment settings a preset decides (an explicit --preset counts as giving each of them).
+PRESET_SETTINGS = ("epochs", "batch_size", "weight_decay_kind", "width_multiplier", "train_examples", "test_examples")
+
+
+def _given(setting: str) -> bool:
+    """Whether the command line says `setting`: its own flag, or --preset for a setting the preset decides."""
+    return (setting in FLAGS and FLAGS[setting].present) or (setting in PRESET_SETTINGS and FLAGS["preset"].present)
+
+
+def experiment(epochs: int | None, saved: dict | None = None) -> pipeline.Experiment:
+    """Resolve the flags into an Experiment, and log its scale.
+
+    `epochs` is the command's own epochs flag (None: not given). `saved` is
+    an experiment recorded by the tuner (`Experiment.flat`): a setting the
+    command line does not give comes from it rather than from the preset.
+    """
     preset = PRESETS[FLAGS.preset]
-    tuned = tuned or {}
 
     def pick(flag, default):
         return default if flag is None else flag
 
-    recipe = Recipe(epochs=pick(epochs, preset.epochs), batch_size=pick(FLAGS.batch_size, preset.batch_size),
-                    learning_rate=FLAGS.learning_rate,
-                    weight_decay_kind=pick(FLAGS.weight_decay_kind, preset.weight_decay_kind))
-    exp = pipeline.Experiment(
-        dataset=FLAGS.dataset, net=FLAGS.net, recipe=recipe,
-        width_multiplier=pick(FLAGS.width_multiplier, preset.width_multiplier), n=FLAGS.n,
-        rho=tuned.get("rho", FLAGS.rho), alpha=tuned.get("alpha", FLAGS.alpha),
-        temperature=tuned.get("temperature", FLAGS.temperature), pacemaker_kind=FLAGS.pacemaker_kind,
-        phase3_init=FLAGS.phase3_init, teacher_per_seed=FLAGS.teacher_per_seed,
-        train_examples=pick(FLAGS.train_examples, preset.train_examples),
-        test_examples=pick(FLAGS.test_examples, preset.test_examples),
-        validation_examples=FLAGS.validation_examples,
-        image_size=data.parse_image_size(FLAGS.image_size) if FLAGS.image_size else None,
-        channels=int(FLAGS.channels) if FLAGS.channels else None, augment=FLAGS.augment,
-        test_fraction=FLAGS.test_fraction, precision=FLAGS.precision,
-        jit_compile=FLAGS.jit_compile, steps_per_execution=FLAGS.steps_per_execution,
-        downsampling=FLAGS.downsampling,
-    )
+    flat = {
+        "dataset": FLAGS.dataset, "net": FLAGS.net, "epochs": pick(epochs, preset.epochs),
+        "batch_size": pick(FLAGS.batch_size, preset.batch_size), "learning_rate": FLAGS.learning_rate,
+        "weight_decay_kind": pick(FLAGS.weight_decay_kind, preset.weight_decay_kind),
+        "width_multiplier": pick(FLAGS.width_multiplier, preset.width_multiplier), "n": FLAGS.n,
+        "pacemaker_kind": FLAGS.pacemaker_kind, "phase3_init": FLAGS.phase3_init,
+        "teacher_per_seed": FLAGS.teacher_per_seed, "train_examples": pick(FLAGS.train_examples, preset.train_examples),
+        "test_examples": pick(FLAGS.test_examples, preset.test_examples),
+        "validation_examples": FLAGS.validation_examples,
+        "image_size": data.parse_image_size(FLAGS.image_size) if FLAGS.image_size else None,
+        "channels": int(FLAGS.channels) if FLAGS.channels else None, "augment": FLAGS.augment,
+        "test_fraction": FLAGS.test_fraction, "precision": FLAGS.precision, "jit_compile": FLAGS.jit_compile,
+        "steps_per_execution": FLAGS.steps_per_execution, "downsampling": FLAGS.downsampling,
+        **{name: FLAGS[name].value for name in terms.HYPERPARAMETERS},
+    }
+    if saved:
+        given_epochs = epochs is not None or FLAGS["preset"].present
+        flat.update({key: value for key, value in saved.items()
+                     if not (given_epochs if key == "epochs" else _given(key))})
+    exp = pipeline.Experiment.from_flat(flat)
+    recipe = exp.recipe
     paper = PRESETS["paper"]
     scale = (exp.width_multiplier, recipe.epochs, exp.train_examples, recipe.batch_size, recipe.weight_decay_kind)
     is_paper = scale == (paper.width_multiplier, paper.epochs, paper.train_examples, paper.batch_size,

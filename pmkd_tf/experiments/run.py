@@ -37,7 +37,8 @@ flags.DEFINE_string("table", results.DEFAULT_TABLE, "Name of the results table: 
                     "<out_dir>/<dataset>/<net>. Runs with other settings than an existing table's (e.g. the "
                     "Table 4 ablation's --pacemaker_kind=column) need a table of their own; phases are still shared.")
 flags.DEFINE_enum("strategy", "default", list(pipeline.STRATEGIES), "tf.distribute strategy.")
-flags.DEFINE_string("hparams_from", None, "best.json from experiments.tune: its hyperparameters override flags.")
+flags.DEFINE_string("hparams_from", None, "best.json from experiments.tune: its best trial's experiment (data, "
+                    "net, recipe, hyperparameters, seeds) for every setting the command line does not give.")
 flags.register_validator("table", lambda name: bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name)),
                          "--table must be a plain file name (letters, digits, _ . -)")
 
@@ -80,17 +81,19 @@ def run(exp: pipeline.Experiment, seeds: Sequence[int], method_names: Sequence[s
 
 
 def _main() -> None:
-    tuned = None
+    best = {}
     if FLAGS.hparams_from:
         path = Path(FLAGS.hparams_from)
         if not path.exists():
             raise UserError(f"--hparams_from {path} does not exist.")
-        tuned = json.loads(path.read_text())["hyperparameters"]
+        best = json.loads(path.read_text())
     for name in FLAGS.methods:
         methods.get(name)
-    exp = shared.experiment(FLAGS.epochs, tuned)
-    seeds = range(FLAGS.seeds or PRESETS[FLAGS.preset].seeds)
-    table = run(exp, list(seeds), FLAGS.methods, shared.data_dir(), FLAGS.out_dir, FLAGS.strategy, FLAGS.table)
+    # A best.json from before the tuner recorded its whole experiment still supplies its hyperparameters.
+    exp = shared.experiment(FLAGS.epochs, best.get("experiment") or best.get("hyperparameters"))
+    seeds = FLAGS.seeds or (best["seeds"] if "experiment" in best and not FLAGS["preset"].present
+                            else PRESETS[FLAGS.preset].seeds)
+    table = run(exp, list(range(seeds)), FLAGS.methods, shared.data_dir(), FLAGS.out_dir, FLAGS.strategy, FLAGS.table)
     print(table.read_text())
 
 

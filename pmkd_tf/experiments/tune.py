@@ -15,6 +15,7 @@ mode runs trials in several processes: see docs/tuning.md.
 from __future__ import annotations
 
 import json
+import shlex
 
 from absl import app, flags
 
@@ -26,7 +27,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("method", "pmkd", f"Method whose weights are tuned: {', '.join(methods.METHODS)}.")
 flags.DEFINE_enum("tuner", "bayesian", list(tuning.TUNERS), "keras-tuner oracle.")
 flags.DEFINE_integer("max_trials", 10, "Trials in the search (raise it and re-run to extend a search).", lower_bound=1)
-flags.DEFINE_list("tune", ["rho"], f"Loss weights to search: any of {', '.join(tuning.TUNABLE)}.")
+flags.DEFINE_list("tune", ["rho"], f"Hyperparameters to search: any of {', '.join(tuning.TUNABLE)}.")
 for _name, _range in tuning.DEFAULT_RANGES.items():
     flags.DEFINE_list(f"{_name}_range", [str(_range.low), str(_range.high)],
                       f"low,high of {_name} ({'log-uniform' if _range.log else 'uniform'}).")
@@ -66,7 +67,11 @@ def _main() -> None:
         return
     result = json.loads(best.read_text())
     print(f"Best {result['objective']} {result['score']:.4f} with {json.dumps(result['hyperparameters'])}")
-    print(f"Wrote {best}; train with it:\n  {result['run_command']}")
+    # best.json holds the whole experiment: only where the data and the results live need repeating.
+    places = [f"--{name}={shlex.quote(str(FLAGS[name].value))}" for name in ("data_dir", "out_dir")
+              if FLAGS[name].present]
+    print(f"Wrote {best}; train with it:\n  python -m pmkd_tf.experiments.run --hparams_from={shlex.quote(str(best))} "
+          f"--methods={result['method']} {' '.join(places)}".rstrip())
 
 
 def main(argv: list[str]) -> None:
