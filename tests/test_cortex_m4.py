@@ -16,7 +16,7 @@ from helpers import randomise_batch_norm, require_tools
 from pmkd_tf import models
 from pmkd_tf.export import tflite
 from pmkd_tf.export.cstream import codegen, cortex_m4
-from pmkd_tf.export.errors import ExportError
+from pmkd_tf.errors import ExportError
 
 IMAGES = 100
 AVERAGE_IMAGES = 20

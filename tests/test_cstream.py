@@ -19,7 +19,7 @@ from helpers import randomise_batch_norm, require_tools, reshape_images
 from pmkd_tf import models
 from pmkd_tf.export import tflite
 from pmkd_tf.export.cstream import codegen, export, graph, host, plan
-from pmkd_tf.export.errors import ExportError, StreamingError
+from pmkd_tf.errors import ExportError, StreamingError
 
 TINY = 1 / 16
 CALIBRATION = 100

@@ -14,7 +14,7 @@ from helpers import reshape_images
 
 from pmkd_tf import data, models
 from pmkd_tf.export import carray, exporter, micro, tflite
-from pmkd_tf.export.errors import ExportError, NotPMKDModelError, UnsupportedOpError
+from pmkd_tf.errors import ExportError, NotPMKDModelError, UnsupportedOpError
 
 DATA_DIR = os.environ.get(data.ENV_DATA_DIR) or str(Path(__file__).resolve().parents[2] / "shared" / "data")
 CLI = [sys.executable, "-m", "pmkd_tf.export"]

@@ -10,7 +10,7 @@ from helpers import randomise_batch_norm, reshape_images
 
 from pmkd_tf import data, models
 from pmkd_tf.export import streaming, tflite
-from pmkd_tf.export.errors import NotPMKDModelError, StreamingError
+from pmkd_tf.errors import NotPMKDModelError, StreamingError
 
 TINY = 1 / 16
 DATA_DIR = os.environ.get(data.ENV_DATA_DIR) or str(Path(__file__).resolve().parents[2] / "shared" / "data")

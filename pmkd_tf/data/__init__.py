@@ -28,7 +28,7 @@ import numpy as np
 from absl import logging
 
 from pmkd_tf.data import folder, tfds_loader
-from pmkd_tf.data.errors import DataError
+from pmkd_tf.errors import DataError
 from pmkd_tf.data.images import IMAGE_SUFFIXES, ImageFiles
 from pmkd_tf.data.source import Counts
 from pmkd_tf.data.splits import AUGMENTS, Splits, normalize

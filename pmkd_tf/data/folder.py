@@ -28,7 +28,7 @@ from absl import logging
 from PIL import Image
 
 from pmkd_tf.data import images
-from pmkd_tf.data.errors import DataError
+from pmkd_tf.errors import DataError
 from pmkd_tf.data.source import Counts, Loaded, choose, holdout
 
 # Pillow band names of a single-channel image: 1-bit, 8-bit, 32-bit int

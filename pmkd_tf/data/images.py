@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from pmkd_tf.data.errors import DataError
+from pmkd_tf.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 # Decoded bytes per batch of a decoding pass: big enough to keep tf.data's

@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from pmkd_tf.data.errors import DataError
+from pmkd_tf.errors import DataError
 from pmkd_tf.data.images import ImageFiles, PixelHistogram, Shape
 
 

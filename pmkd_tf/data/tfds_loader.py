@@ -7,7 +7,7 @@ import tensorflow as tf
 from absl import logging
 
 from pmkd_tf.data import images
-from pmkd_tf.data.errors import DataError
+from pmkd_tf.errors import DataError
 from pmkd_tf.data.source import Counts, Loaded, choose, holdout
 
 

@@ -9,7 +9,6 @@ Modules (import the one you need; the package itself imports nothing):
 * `streaming`: the row-streaming executor (float and int8 `.tflite`, in Python);
 * `cstream`: the row-streaming C engine, generated per model, checked on the host and a Cortex-M4;
 * `exporter`: all of the above for one student, with `report.json`;
-* `errors`: the `ValueError`s that mean "fix your input".
 
 CLI: `python -m pmkd_tf.export --model=<phase folder>/model.keras --out_dir=...`.
 """

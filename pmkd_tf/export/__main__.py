@@ -26,10 +26,9 @@ from pathlib import Path
 from absl import app, flags
 
 from pmkd_tf import data
-from pmkd_tf.errors import UserError
+from pmkd_tf.errors import ExportError, UserError
 from pmkd_tf.export import exporter, tflite
 from pmkd_tf.export.cstream import export as cstream
-from pmkd_tf.export.errors import ExportError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Trained student (.keras) saved by the training pipeline.")

@@ -20,7 +20,7 @@ from absl import logging
 from pmkd_tf import data
 from pmkd_tf.export import carray, micro, streaming, tflite
 from pmkd_tf.export.cstream import export as cstream
-from pmkd_tf.export.errors import ExportError
+from pmkd_tf.errors import ExportError
 
 FILES = ("model_float.tflite", "model_int8.tflite", "model_data.cc", "model_data.h", "model_ops.h",
          "report.json", "summary.txt")

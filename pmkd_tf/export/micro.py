@@ -21,7 +21,7 @@ from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.tools import flatbuffer_utils
 from tflite_micro.python.tflite_micro import runtime
 
-from pmkd_tf.export.errors import ExportError, UnsupportedOpError
+from pmkd_tf.errors import ExportError, UnsupportedOpError
 
 # Builtin op -> the `MicroMutableOpResolver` method that registers its kernel
 # (tensorflow/lite/micro/micro_mutable_op_resolver.h). An op missing here has

@@ -48,7 +48,7 @@ from ai_edge_litert import interpreter as litert
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.tools import flatbuffer_utils
 
-from pmkd_tf.export.errors import StreamingError
+from pmkd_tf.errors import StreamingError
 from pmkd_tf.export.tflite import TensorSpec, quantize_pixels
 
 IMAGE = -1

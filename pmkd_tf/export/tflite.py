@@ -25,7 +25,7 @@ from ai_edge_litert import interpreter as litert
 from ai_edge_litert.tools import flatbuffer_utils
 
 from pmkd_tf import data
-from pmkd_tf.export.errors import ExportError, NotPMKDModelError
+from pmkd_tf.errors import ExportError, NotPMKDModelError
 from pmkd_tf.models.filters import STEM_CONV
 
 # Which LiteRT kernels run a model. TFLite Micro runs the reference

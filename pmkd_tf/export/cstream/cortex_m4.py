@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from pmkd_tf.export.cstream import host
-from pmkd_tf.export.errors import ExportError
+from pmkd_tf.errors import ExportError
 
 TARGET_DIR = Path(__file__).resolve().parent / "target"
 TARGET_SOURCES = ("startup.c", "semihost.c", "m4_main.c")

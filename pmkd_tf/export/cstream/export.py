@@ -21,7 +21,7 @@ import numpy as np
 from absl import logging
 
 from pmkd_tf.export.cstream import codegen, cortex_m4, host
-from pmkd_tf.export.errors import ExportError, StreamingError
+from pmkd_tf.errors import ExportError, StreamingError
 
 MODES = ("auto", "on", "off")
 TARGETS = {"host": "host", "cortex_m4": "Cortex-M4"}

@@ -33,7 +33,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.tools import flatbuffer_utils
 
-from pmkd_tf.export.errors import StreamingError
+from pmkd_tf.errors import StreamingError
 from pmkd_tf.export.streaming import quantize_multiplier, same_padding
 
 INPUT, CONV, MAX_POOL, AVERAGE_POOL, ADD, MUL, MEAN, COLLECT = (

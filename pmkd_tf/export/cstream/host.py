@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pmkd_tf.export.errors import ExportError
+from pmkd_tf.errors import ExportError
 
 HARNESS = Path(__file__).resolve().parent / "harness" / "host_main.c"
 # The API's contract under misuse (NULL arguments, rows past the end, resets), checked by the tests.
