@@ -115,8 +115,8 @@ class Experiment:
         return cls(**own, recipe=recipe,
                    hyperparameters={name: flat[name] for name in terms.HYPERPARAMETERS if name in flat})
 
-    def net_config(self, shape: str, num_classes: int, input_shape: tuple[int, int, int]) -> models.NetConfig:
-        return models.NetConfig(self.net, shape, num_classes, self.width_multiplier, self.n,
+    def net_config(self, filter_shape: str, num_classes: int, input_shape: tuple[int, int, int]) -> models.NetConfig:
+        return models.NetConfig(self.net, filter_shape, num_classes, self.width_multiplier, self.n,
                                 input_shape=input_shape, downsampling=self.downsampling)
 
 
@@ -352,8 +352,8 @@ class Trainer:
 
     def build_model(self, phase: Phase) -> keras.Model:
         """The phase's fresh model: seeded, or started from the weights of `phase.init`."""
-        shape = {"teacher": "NxN", "student": "1xN", "pacemaker": "1xN"}[phase.role]
-        config = self.exp.net_config(shape, self.splits.num_classes, self.splits.image_shape)
+        filter_shape = {"teacher": "NxN", "student": "1xN", "pacemaker": "1xN"}[phase.role]
+        config = self.exp.net_config(filter_shape, self.splits.num_classes, self.splits.image_shape)
         keras.utils.set_random_seed(phase.seed)
         model = models.build_pacemaker(config, self.exp.pacemaker_kind) if phase.role == "pacemaker" \
             else models.build(config)

@@ -56,7 +56,7 @@ def test_pacemaker_as_student_trains_both_members_and_as_teacher(cifar):
     d.train_on_batch(x, y)
     for member, old in zip(members, before):
         assert any(not np.array_equal(a, b.numpy()) for a, b in zip(old, member.trainable_weights))
-    student = models.build(config.with_shape("1xN"))
+    student = models.build(config.with_filter_shape("1xN"))
     phase2 = Distiller(student, pacemaker, terms.make(("kd", "feature"), {"rho": 1.0}))
     phase2.compile(optimizer=keras.optimizers.SGD(0.1))
     assert np.isfinite(phase2.train_on_batch(x, y, return_dict=True)["loss"])

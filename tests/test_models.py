@@ -15,7 +15,7 @@ def _feature_shapes(model):
 
 @pytest.mark.parametrize("net", models.NETS)
 def test_every_shape_has_identical_features_and_logits(net):
-    built = {shape: models.get_model(net, shape, 7, TINY) for shape in models.SHAPES}
+    built = {shape: models.get_model(net, shape, 7, TINY) for shape in models.FILTER_SHAPES}
     x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
     teacher_shapes = _feature_shapes(built["NxN"])
     assert len(teacher_shapes) >= 4
@@ -29,7 +29,7 @@ def test_every_shape_has_identical_features_and_logits(net):
 
 @pytest.mark.parametrize("net", models.NETS)
 def test_on_the_fly_property_and_one_third_parameters(net):
-    reports = {s: models.check_on_the_fly(models.get_model(net, s, 10, TINY)) for s in models.SHAPES}
+    reports = {s: models.on_the_fly_report(models.get_model(net, s, 10, TINY)) for s in models.FILTER_SHAPES}
     assert reports["1xN"].on_the_fly and not reports["1xN"].offending_layers
     assert not reports["NxN"].on_the_fly and not reports["Nx1"].on_the_fly
     assert reports["1xN"].intermediate_conv_params * 3 == reports["NxN"].intermediate_conv_params
@@ -38,8 +38,8 @@ def test_on_the_fly_property_and_one_third_parameters(net):
 
 
 def test_kernel_size_n_is_a_parameter():
-    teacher = models.check_on_the_fly(models.get_model("resnet18", "NxN", 10, TINY, n=5))
-    student = models.check_on_the_fly(models.get_model("resnet18", "1xN", 10, TINY, n=5))
+    teacher = models.on_the_fly_report(models.get_model("resnet18", "NxN", 10, TINY, n=5))
+    student = models.on_the_fly_report(models.get_model("resnet18", "1xN", 10, TINY, n=5))
     assert student.intermediate_conv_params * 5 == teacher.intermediate_conv_params
 
 
@@ -60,7 +60,7 @@ def test_vgg_strides_replace_intermediate_pooling_only():
 
 
 def test_full_width_resnet18_matches_the_known_cifar_parameter_count():
-    report = models.check_on_the_fly(models.get_model("resnet18", "NxN", 10))
+    report = models.on_the_fly_report(models.get_model("resnet18", "NxN", 10))
     assert report.trainable_params == 11_173_962
 
 
@@ -117,7 +117,7 @@ def test_save_load_round_trip_of_model_and_pacemaker_member(tmp_path):
     [
         ({"net": "resnet19"}, "valid nets: vgg13"),
         ({"net": "wrn_11_2"}, "6n\\+4"),
-        ({"net": "resnet18", "shape": "2x2"}, "valid shapes: NxN, 1xN, Nx1"),
+        ({"net": "resnet18", "filter_shape": "2x2"}, "Unknown filter shape '2x2'; valid: NxN, 1xN, Nx1"),
         ({"net": "resnet18", "width_multiplier": 0}, "width_multiplier"),
         ({"net": "resnet18", "n": 4}, "odd"),
     ],
@@ -142,9 +142,9 @@ def test_pooled_downsampling_keeps_feature_shapes_and_reads_every_row(net, downs
     """A 1xN model pools row pairs (Nx1: column pairs) and then strides along its kernel's axis only."""
     size = (19, 33, 1) if net.startswith("vgg") else (17, 33, 1)  # odd heights round up like a stride
     built = {shape: models.get_model(net, shape, 7, TINY, input_shape=size, downsampling=downsampling)
-             for shape in models.SHAPES}
+             for shape in models.FILTER_SHAPES}
     assert _feature_shapes(built["1xN"]) == _feature_shapes(built["Nx1"]) == _feature_shapes(built["NxN"])
-    assert models.check_on_the_fly(built["1xN"]).on_the_fly
+    assert models.on_the_fly_report(built["1xN"]).on_the_fly
     pool = keras.layers.AveragePooling2D if downsampling == "average" else keras.layers.MaxPooling2D
     for shape, window, strides in (("1xN", (2, 1), (1, 2)), ("Nx1", (1, 2), (2, 1))):
         model = built[shape]

@@ -60,11 +60,11 @@ def test_teacher_and_pacemakers_are_trained_once_and_shared(trained):
 def test_phase_models_have_the_right_shapes(trained):
     trainer, results = trained
     student = keras.saving.load_model(trainer.root / results["pmkd"]["folder"] / "model.keras")
-    assert models.check_on_the_fly(student).on_the_fly
+    assert models.on_the_fly_report(student).on_the_fly
     pacemaker = keras.saving.load_model(trainer.root / results["pmkd"]["phases"][1] / "model.keras")
     assert {layer.name for layer in pacemaker.layers if isinstance(layer, keras.Model)} == {"vgg13_1xN", "vgg13_Nx1"}
     teacher = keras.saving.load_model(trainer.root / results["teacher"]["folder"] / "model.keras")
-    assert not models.check_on_the_fly(teacher).on_the_fly
+    assert not models.on_the_fly_report(teacher).on_the_fly
 
 
 def test_changed_config_never_reuses_a_stale_artefact(trained):

@@ -15,14 +15,15 @@ flags.DEFINE_float("width_multiplier", 1.0, "Channel multiplier.")
 
 
 def table(num_classes: int, width_multiplier: float) -> str:
-    """Trainable parameters per net and shape, and the 1xN/NxN ratios."""
+    """Trainable parameters per net and filter shape, and the 1xN/NxN ratios."""
     lines = [
         "| Net | NxN (teacher) | 1xN (student) | Nx1 (column) | student/teacher total | "
         "student/teacher intermediate convs | student on-the-fly |",
         "|---|---|---|---|---|---|---|",
     ]
     for net in models.NETS:
-        r = {s: models.check_on_the_fly(models.get_model(net, s, num_classes, width_multiplier)) for s in models.SHAPES}
+        r = {shape: models.on_the_fly_report(models.get_model(net, shape, num_classes, width_multiplier))
+             for shape in models.FILTER_SHAPES}
         lines.append(
             f"| {net} | {r['NxN'].trainable_params:,} | {r['1xN'].trainable_params:,} | "
             f"{r['Nx1'].trainable_params:,} | {r['1xN'].trainable_params / r['NxN'].trainable_params:.3f} | "

@@ -14,9 +14,8 @@ import keras
 from pmkd_tf.errors import UserError
 from pmkd_tf.models import resnet, vgg, wrn
 from pmkd_tf.models.config import NetConfig
-from pmkd_tf.models.filters import DOWNSAMPLINGS, SHAPES, OnTheFlyCheck, check_on_the_fly
-from pmkd_tf.models.pacemaker import KINDS as PACEMAKER_KINDS
-from pmkd_tf.models.pacemaker import build_pacemaker, pacemaker_member
+from pmkd_tf.models.filters import DOWNSAMPLINGS, FILTER_SHAPES, OnTheFlyReport, on_the_fly_report
+from pmkd_tf.models.pacemaker import PACEMAKER_KINDS, build_pacemaker, pacemaker_member
 from pmkd_tf.models.resnet import BLOCKS, build_resnet
 from pmkd_tf.models.vgg import STAGES, build_vgg
 from pmkd_tf.models.wrn import build_wrn, parse_wrn
@@ -24,28 +23,20 @@ from pmkd_tf.models.wrn import build_wrn, parse_wrn
 NETS = (*STAGES, *BLOCKS, "wrn_10_10", "wrn_16_8", "wrn_28_6", "wrn_40_4")
 
 
-def _builder(net: str) -> Callable[[NetConfig], keras.Model]:
+def _family(net: str) -> tuple[Callable[[NetConfig], keras.Model], Callable[[str], tuple[str, ...]]]:
+    """The builder of `net` and the function that lists its down-sampling steps."""
     if net in STAGES:
-        return build_vgg
+        return build_vgg, vgg.downsampling
     if net in BLOCKS:
-        return build_resnet
+        return build_resnet, resnet.downsampling
     if parse_wrn(net):
-        return build_wrn
+        return build_wrn, wrn.downsampling
     raise UserError(f"Unknown net {net!r}; valid nets: {', '.join(NETS)} (or any wrn_D_K).")
 
 
 def validate_net(net: str) -> None:
-    """Raise ValueError naming the valid nets if `net` is not one."""
-    _builder(net)
-
-
-def _downsampling(net: str) -> tuple[str, ...]:
-    if net in STAGES:
-        return vgg.downsampling(net)
-    if net in BLOCKS:
-        return resnet.downsampling(net)
-    validate_net(net)
-    return wrn.downsampling(net)
+    """Raise a UserError naming the valid nets if `net` is not one."""
+    _family(net)
 
 
 def _survives(size: int, steps: tuple[str, ...]) -> bool:
@@ -66,7 +57,7 @@ def min_input_size(net: str) -> int:
     stride-2 "same" convs round up, so they run on any size (a 1-row strip
     stays 1 row).
     """
-    steps = _downsampling(net)
+    steps = _family(net)[1](net)
     return next(size for size in range(1, 2 ** (len(steps) + 2)) if _survives(size, steps))
 
 
@@ -82,35 +73,16 @@ def check_input_size(net: str, input_shape: tuple[int, int, int]) -> None:
 
 def build(config: NetConfig) -> keras.Model:
     """Build the model a `NetConfig` describes (after checking its input is large enough for the net)."""
-    builder = _builder(config.net)
     check_input_size(config.net, config.input_shape)
-    return builder(config)
+    return _family(config.net)[0](config)
 
 
-def get_model(
-    net: str,
-    shape: str = "NxN",
-    num_classes: int = 10,
-    width_multiplier: float = 1.0,
-    **options,
-) -> keras.Model:
-    """Build `net` with intermediate convs of `shape`; see `NetConfig` for options."""
-    return build(NetConfig(net, shape, num_classes, width_multiplier, **options))
+def get_model(net: str, filter_shape: str = "NxN", num_classes: int = 10, width_multiplier: float = 1.0,
+              **options) -> keras.Model:
+    """Build `net` with intermediate convs of `filter_shape`; see `NetConfig` for options."""
+    return build(NetConfig(net, filter_shape, num_classes, width_multiplier, **options))
 
 
-__all__ = [
-    "DOWNSAMPLINGS",
-    "NETS",
-    "PACEMAKER_KINDS",
-    "SHAPES",
-    "NetConfig",
-    "OnTheFlyCheck",
-    "build",
-    "build_pacemaker",
-    "check_input_size",
-    "check_on_the_fly",
-    "get_model",
-    "min_input_size",
-    "pacemaker_member",
-    "validate_net",
-]
+__all__ = ["DOWNSAMPLINGS", "FILTER_SHAPES", "NETS", "PACEMAKER_KINDS", "NetConfig", "OnTheFlyReport", "build",
+           "build_pacemaker", "check_input_size", "get_model", "min_input_size", "on_the_fly_report",
+           "pacemaker_member", "validate_net"]

@@ -6,7 +6,7 @@ import dataclasses
 import numbers
 
 from pmkd_tf.errors import UserError
-from pmkd_tf.models.filters import DOWNSAMPLINGS, SHAPES
+from pmkd_tf.models.filters import DOWNSAMPLINGS, FILTER_SHAPES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -15,12 +15,12 @@ class NetConfig:
 
     Attributes:
       net: registry name (`vgg16`, `resnet18`, `wrn_40_4`, ...).
-      shape: filter shape of the intermediate convolutions ("NxN", "1xN", "Nx1").
+      filter_shape: kernel shape of the intermediate convolutions ("NxN", "1xN", "Nx1").
       num_classes: classifier outputs.
       width_multiplier: scales every channel count (CPU-scale runs use < 1).
-      n: the N of the filter shapes (3 in the paper).
+      n: the N of the filter shapes, odd (3 in the paper).
       stem: "NxN" keeps the teacher's stem conv in every variant, as the
-        paper does; "body" gives the stem the same shape as the body, for a
+        paper does; "body" gives the stem the body's filter shape, for a
         model with no line buffer at all.
       input_shape: (H, W, C) of the images: any H and W from
         `models.min_input_size(net)` up, square or not, and any C.
@@ -30,7 +30,7 @@ class NetConfig:
     """
 
     net: str
-    shape: str = "NxN"
+    filter_shape: str = "NxN"
     num_classes: int = 10
     width_multiplier: float = 1.0
     n: int = 3
@@ -39,8 +39,10 @@ class NetConfig:
     downsampling: str = "stride"
 
     def __post_init__(self) -> None:
-        if self.shape not in SHAPES:
-            raise UserError(f"Unknown filter shape {self.shape!r}; valid shapes: {', '.join(SHAPES)}.")
+        if self.filter_shape not in FILTER_SHAPES:
+            raise UserError(f"Unknown filter shape {self.filter_shape!r}; valid: {', '.join(FILTER_SHAPES)}.")
+        if self.n < 1 or self.n % 2 == 0:
+            raise UserError(f"Kernel size N must be odd and positive, got {self.n}.")
         if self.downsampling not in DOWNSAMPLINGS:
             raise UserError(f"Unknown downsampling {self.downsampling!r}; valid: {', '.join(DOWNSAMPLINGS)}.")
         if self.stem not in ("NxN", "body"):
@@ -54,9 +56,9 @@ class NetConfig:
                             f"{self.input_shape}.")
 
     @property
-    def stem_shape(self) -> str:
-        return "NxN" if self.stem == "NxN" else self.shape
+    def stem_filter_shape(self) -> str:
+        return "NxN" if self.stem == "NxN" else self.filter_shape
 
-    def with_shape(self, shape: str) -> NetConfig:
+    def with_filter_shape(self, filter_shape: str) -> NetConfig:
         """The same net in another filter shape (teacher -> student -> column)."""
-        return dataclasses.replace(self, shape=shape)
+        return dataclasses.replace(self, filter_shape=filter_shape)

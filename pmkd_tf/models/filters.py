@@ -13,31 +13,19 @@ import dataclasses
 
 import keras
 
-from pmkd_tf.errors import UserError
-
-SHAPES = ("NxN", "1xN", "Nx1")
+FILTER_SHAPES = ("NxN", "1xN", "Nx1")
 STEM_CONV = "stem_conv"
 # How an on-the-fly model halves the axis its kernels do not cover (see `downsample`).
 DOWNSAMPLINGS = ("stride", "average", "max")
 
 
-def kernel_size(shape: str, n: int) -> tuple[int, int]:
-    """Kernel (height, width) of an intermediate conv of the given shape."""
-    if shape not in SHAPES:
-        raise UserError(f"Unknown filter shape {shape!r}; valid shapes: {', '.join(SHAPES)}.")
-    if n < 1 or n % 2 == 0:
-        raise UserError(f"Kernel size N must be odd and positive, got {n}.")
-    return {"NxN": (n, n), "1xN": (1, n), "Nx1": (n, 1)}[shape]
+def kernel_size(filter_shape: str, n: int) -> tuple[int, int]:
+    """Kernel (height, width) of an intermediate conv of the given filter shape (`NetConfig` checks both)."""
+    return {"NxN": (n, n), "1xN": (1, n), "Nx1": (n, 1)}[filter_shape]
 
 
-def conv(
-    x: keras.KerasTensor,
-    filters: int,
-    shape: str,
-    n: int,
-    stride: int | tuple[int, int] = 1,
-    name: str | None = None,
-) -> keras.KerasTensor:
+def conv(x: keras.KerasTensor, filters: int, filter_shape: str, n: int, stride: int | tuple[int, int] = 1,
+         name: str | None = None) -> keras.KerasTensor:
     """A bias-free conv of the given filter shape ("same" padding).
 
     With stride 1, "same" is exactly the paper's padding: 1 for the 3x3
@@ -45,24 +33,12 @@ def conv(
     all three keep the same spatial size. With stride 2 Keras pads the extra
     column on the right/bottom (TF convention); output sizes still match.
     """
-    return keras.layers.Conv2D(
-        filters,
-        kernel_size(shape, n),
-        strides=stride,
-        padding="same",
-        use_bias=False,
-        kernel_initializer="he_normal",
-        name=name,
-    )(x)
+    return keras.layers.Conv2D(filters, kernel_size(filter_shape, n), strides=stride, padding="same", use_bias=False,
+                               kernel_initializer="he_normal", name=name)(x)
 
 
-def downsample(
-    x: keras.KerasTensor,
-    shape: str,
-    downsampling: str,
-    stride: int,
-    name: str,
-) -> tuple[keras.KerasTensor, int | tuple[int, int]]:
+def downsample(x: keras.KerasTensor, filter_shape: str, downsampling: str, stride: int,
+               name: str) -> tuple[keras.KerasTensor, int | tuple[int, int]]:
     """The input and strides of a layer that halves the resolution by `stride`.
 
     `stride` (the paper's) strides both axes, so a 1xN layer reads only every
@@ -74,14 +50,12 @@ def downsample(
     an odd size up exactly as a stride-2 "same" conv does, so every output
     (and feature tap) keeps the teacher's shape.
     """
-    if downsampling not in DOWNSAMPLINGS:
-        raise UserError(f"Unknown downsampling {downsampling!r}; valid: {', '.join(DOWNSAMPLINGS)}.")
-    if stride == 1 or shape == "NxN" or downsampling == "stride":
+    if stride == 1 or filter_shape == "NxN" or downsampling == "stride":
         return x, stride
-    pool = (2, 1) if shape == "1xN" else (1, 2)
+    pool = (2, 1) if filter_shape == "1xN" else (1, 2)
     layer = keras.layers.AveragePooling2D if downsampling == "average" else keras.layers.MaxPooling2D
     pooled = layer(pool, strides=pool, padding="same", name=f"{name}_pool")(x)
-    return pooled, (1, 2) if shape == "1xN" else (2, 1)
+    return pooled, (1, 2) if filter_shape == "1xN" else (2, 1)
 
 
 def bn_relu(x: keras.KerasTensor, name: str) -> keras.KerasTensor:
@@ -95,8 +69,8 @@ def scaled(channels: int, width_multiplier: float) -> int:
 
 
 @dataclasses.dataclass(frozen=True)
-class OnTheFlyCheck:
-    """What `check_on_the_fly` found in one model.
+class OnTheFlyReport:
+    """What `on_the_fly_report` found in one model.
 
     `intermediate_conv_params` counts the kernels of the convs whose shape the
     filter shape changes (every conv after the stem with a kernel larger than
@@ -119,7 +93,7 @@ def _convs(model: keras.Model):
             yield layer
 
 
-def check_on_the_fly(model: keras.Model) -> OnTheFlyCheck:
+def on_the_fly_report(model: keras.Model) -> OnTheFlyReport:
     """Report whether every conv after the stem has kernel height 1.
 
     If so, each output row of every layer after the stem depends on a single
@@ -136,10 +110,7 @@ def check_on_the_fly(model: keras.Model) -> OnTheFlyCheck:
             offending.append(layer.name)
         if kh * kw > 1:
             intermediate += int(layer.kernel.numpy().size)
-    return OnTheFlyCheck(
-        on_the_fly=not offending,
-        offending_layers=tuple(offending),
-        total_params=int(model.count_params()),
-        trainable_params=sum(int(w.numpy().size) for w in model.trainable_weights),
-        intermediate_conv_params=intermediate,
-    )
+    return OnTheFlyReport(on_the_fly=not offending, offending_layers=tuple(offending),
+                          total_params=int(model.count_params()),
+                          trainable_params=sum(int(w.numpy().size) for w in model.trainable_weights),
+                          intermediate_conv_params=intermediate)

@@ -15,16 +15,16 @@ import keras
 from pmkd_tf.errors import UserError
 from pmkd_tf.models.config import NetConfig
 
-KINDS = {"ensemble": ("1xN", "Nx1"), "column": ("Nx1",), "row": ("1xN",)}
+PACEMAKER_KINDS = {"ensemble": ("1xN", "Nx1"), "column": ("Nx1",), "row": ("1xN",)}
 
 
 def build_pacemaker(config: NetConfig, kind: str = "ensemble") -> keras.Model:
-    """Build a pacemaker of the net in `config` (its `shape` is ignored)."""
+    """Build a pacemaker of the net in `config` (its `filter_shape` is ignored)."""
     from pmkd_tf.models import build
 
-    if kind not in KINDS:
-        raise UserError(f"Unknown pacemaker kind {kind!r}; valid: {', '.join(KINDS)}.")
-    members = [build(config.with_shape(shape)) for shape in KINDS[kind]]
+    if kind not in PACEMAKER_KINDS:
+        raise UserError(f"Unknown pacemaker kind {kind!r}; valid: {', '.join(PACEMAKER_KINDS)}.")
+    members = [build(config.with_filter_shape(shape)) for shape in PACEMAKER_KINDS[kind]]
     inputs = keras.Input(config.input_shape, name="image")
     outputs = [member(inputs) for member in members]
     if len(outputs) == 1:
@@ -40,9 +40,9 @@ def build_pacemaker(config: NetConfig, kind: str = "ensemble") -> keras.Model:
     return keras.Model(inputs, merged, name=f"pacemaker_{kind}")
 
 
-def pacemaker_member(pacemaker: keras.Model, shape: str) -> keras.Model:
+def pacemaker_member(pacemaker: keras.Model, filter_shape: str) -> keras.Model:
     """The member of `pacemaker` with the given filter shape ("1xN" or "Nx1")."""
     for layer in pacemaker.layers:
-        if isinstance(layer, keras.Model) and layer.name.endswith(f"_{shape}"):
+        if isinstance(layer, keras.Model) and layer.name.endswith(f"_{filter_shape}"):
             return layer
-    raise UserError(f"{pacemaker.name} has no {shape} member.")
+    raise UserError(f"{pacemaker.name} has no {filter_shape} member.")

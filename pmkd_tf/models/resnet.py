@@ -37,10 +37,11 @@ def _shortcut(x: keras.KerasTensor, out_channels: int, stride: int | tuple[int, 
 
 
 def _basic(x, width: int, stride: int, config: NetConfig, name: str):
-    x, strides = filters.downsample(x, config.shape, config.downsampling, stride, name)  # one pool feeds both paths
-    y = filters.conv(x, width, config.shape, config.n, strides, name=f"{name}_conv1")
+    # One pool (if any) feeds the strided conv and the projection alike.
+    x, strides = filters.downsample(x, config.filter_shape, config.downsampling, stride, name)
+    y = filters.conv(x, width, config.filter_shape, config.n, strides, name=f"{name}_conv1")
     y = filters.bn_relu(y, f"{name}_conv1")
-    y = filters.conv(y, width, config.shape, config.n, name=f"{name}_conv2")
+    y = filters.conv(y, width, config.filter_shape, config.n, name=f"{name}_conv2")
     y = keras.layers.BatchNormalization(name=f"{name}_conv2_bn")(y)
     y = keras.layers.Add(name=f"{name}_add")([y, _shortcut(x, width, strides, name)])
     return keras.layers.ReLU(name=f"{name}_out")(y)
@@ -49,12 +50,12 @@ def _basic(x, width: int, stride: int, config: NetConfig, name: str):
 def _bottleneck(x, width: int, stride: int, config: NetConfig, name: str):
     y = keras.layers.Conv2D(width, 1, use_bias=False, name=f"{name}_reduce")(x)
     y = filters.bn_relu(y, f"{name}_reduce")
-    y, strides = filters.downsample(y, config.shape, config.downsampling, stride, f"{name}_conv")
-    y = filters.conv(y, width, config.shape, config.n, strides, name=f"{name}_conv")
+    y, strides = filters.downsample(y, config.filter_shape, config.downsampling, stride, f"{name}_conv")
+    y = filters.conv(y, width, config.filter_shape, config.n, strides, name=f"{name}_conv")
     y = filters.bn_relu(y, f"{name}_conv")
     y = keras.layers.Conv2D(width * 4, 1, use_bias=False, name=f"{name}_expand")(y)
     y = keras.layers.BatchNormalization(name=f"{name}_expand_bn")(y)
-    x, strides = filters.downsample(x, config.shape, config.downsampling, stride, f"{name}_proj")
+    x, strides = filters.downsample(x, config.filter_shape, config.downsampling, stride, f"{name}_proj")
     y = keras.layers.Add(name=f"{name}_add")([y, _shortcut(x, width * 4, strides, name)])
     return keras.layers.ReLU(name=f"{name}_out")(y)
 
@@ -64,7 +65,7 @@ def build_resnet(config: NetConfig) -> keras.Model:
     block = _basic if kind == "basic" else _bottleneck
     inputs = keras.Input(config.input_shape, name="image")
 
-    x = filters.conv(inputs, filters.scaled(64, config.width_multiplier), config.stem_shape, config.n,
+    x = filters.conv(inputs, filters.scaled(64, config.width_multiplier), config.stem_filter_shape, config.n,
                      name=filters.STEM_CONV)
     x = filters.bn_relu(x, "stem")
     features = [x]
@@ -75,4 +76,4 @@ def build_resnet(config: NetConfig) -> keras.Model:
             features.append(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     logits = keras.layers.Dense(config.num_classes, name="classifier")(x)
-    return keras.Model(inputs, {"logits": logits, "features": features}, name=f"{config.net}_{config.shape}")
+    return keras.Model(inputs, {"logits": logits, "features": features}, name=f"{config.net}_{config.filter_shape}")

@@ -33,15 +33,15 @@ def build_vgg(config: NetConfig) -> keras.Model:
     widths = [filters.scaled(w, config.width_multiplier) for w in WIDTHS]
     inputs = keras.Input(config.input_shape, name="image")
 
-    x = filters.conv(inputs, widths[0], config.stem_shape, config.n, name=filters.STEM_CONV)
+    x = filters.conv(inputs, widths[0], config.stem_filter_shape, config.n, name=filters.STEM_CONV)
     x = filters.bn_relu(x, "stem")
     features = [x]
     for stage, (depth, width) in enumerate(zip(depths, widths), start=1):
         for i in range(1 if stage == 1 else 0, depth):
             stride = 2 if stage >= 3 and i == 0 else 1
             name = f"stage{stage}_conv{i + 1}"
-            x, strides = filters.downsample(x, config.shape, config.downsampling, stride, name)
-            x = filters.conv(x, width, config.shape, config.n, strides, name=name)
+            x, strides = filters.downsample(x, config.filter_shape, config.downsampling, stride, name)
+            x = filters.conv(x, width, config.filter_shape, config.n, strides, name=name)
             x = filters.bn_relu(x, name)
         if stage < len(widths) and widths[stage] > width:
             features.append(x)
@@ -50,4 +50,4 @@ def build_vgg(config: NetConfig) -> keras.Model:
     x = keras.layers.MaxPooling2D(2, name="last_pool")(x)
     x = keras.layers.Flatten(name="flatten")(x)
     logits = keras.layers.Dense(config.num_classes, name="classifier")(x)
-    return keras.Model(inputs, {"logits": logits, "features": features}, name=f"{config.net}_{config.shape}")
+    return keras.Model(inputs, {"logits": logits, "features": features}, name=f"{config.net}_{config.filter_shape}")

@@ -38,10 +38,10 @@ def downsampling(net: str) -> tuple[str, ...]:
 def _block(x, width: int, stride: int, config: NetConfig, name: str):
     pre = filters.bn_relu(x, f"{name}_pre")
     # One pool (if any) feeds the strided conv and the projection alike.
-    pre, strides = filters.downsample(pre, config.shape, config.downsampling, stride, name)
-    y = filters.conv(pre, width, config.shape, config.n, strides, name=f"{name}_conv1")
+    pre, strides = filters.downsample(pre, config.filter_shape, config.downsampling, stride, name)
+    y = filters.conv(pre, width, config.filter_shape, config.n, strides, name=f"{name}_conv1")
     y = filters.bn_relu(y, f"{name}_conv1")
-    y = filters.conv(y, width, config.shape, config.n, name=f"{name}_conv2")
+    y = filters.conv(y, width, config.filter_shape, config.n, name=f"{name}_conv2")
     if stride == 1 and x.shape[-1] == width:
         shortcut = x
     else:
@@ -54,7 +54,7 @@ def build_wrn(config: NetConfig) -> keras.Model:
     blocks = (depth - 4) // 6
     inputs = keras.Input(config.input_shape, name="image")
 
-    x = filters.conv(inputs, filters.scaled(16, config.width_multiplier), config.stem_shape, config.n,
+    x = filters.conv(inputs, filters.scaled(16, config.width_multiplier), config.stem_filter_shape, config.n,
                      name=filters.STEM_CONV)
     features = [x]
     for stage, width in enumerate((16 * widen, 32 * widen, 64 * widen), start=1):
@@ -65,5 +65,5 @@ def build_wrn(config: NetConfig) -> keras.Model:
     x = filters.bn_relu(x, "final")
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     logits = keras.layers.Dense(config.num_classes, name="classifier")(x)
-    name = f"{config.net}_{config.shape}"
+    name = f"{config.net}_{config.filter_shape}"
     return keras.Model(inputs, {"logits": logits, "features": features}, name=name)
