@@ -9,7 +9,7 @@ import pytest
 from helpers import randomise_batch_norm, reshape_images
 
 from pmkd_tf import data, models
-from pmkd_tf.export import streaming, tflite
+from pmkd_tf.export import streaming, tflite, tflite_arithmetic
 from pmkd_tf.errors import NotPMKDModelError, StreamingError
 
 TINY = 1 / 16
@@ -116,7 +116,7 @@ def test_a_nested_model_is_refused_before_conversion():
 
 
 def test_same_padding_puts_the_extra_pixel_after():
-    assert streaming.same_padding(32, 3, 1) == (32, 1, 1)
-    assert streaming.same_padding(32, 3, 2) == (16, 0, 1)
-    assert streaming.same_padding(32, 1, 2) == (16, 0, 0)
-    assert streaming.same_padding(7, 3, 2) == (4, 1, 1)
+    assert tflite_arithmetic.same_padding(32, 3, 1) == (32, 1, 1)
+    assert tflite_arithmetic.same_padding(32, 3, 2) == (16, 0, 1)
+    assert tflite_arithmetic.same_padding(32, 1, 2) == (16, 0, 0)
+    assert tflite_arithmetic.same_padding(7, 3, 2) == (4, 1, 1)

@@ -7,6 +7,8 @@ Modules (import the one you need; the package itself imports nothing):
 * `micro`: TFLite Micro runs, the op list and resolver lines, arena size;
 * `carray`: `model_data.cc/.h` and `model_ops.h` for a board project;
 * `streaming`: the row-streaming executor (float and int8 `.tflite`, in Python);
+* `tflite_arithmetic`: TFLite's integer arithmetic, shared by `streaming` and `cstream`;
+* `flatbuffer`: reading a `.tflite` (op names, dtypes, quantisation, constants);
 * `cstream`: the row-streaming C engine, generated per model, checked on the host and a Cortex-M4;
 * `exporter`: all of the above for one student, with `report.json`;
 

@@ -17,11 +17,11 @@ import tempfile
 from collections.abc import Iterator
 
 import numpy as np
-from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.tools import flatbuffer_utils
 from tflite_micro.python.tflite_micro import runtime
 
 from pmkd_tf.errors import ExportError, UnsupportedOpError
+from pmkd_tf.export.flatbuffer import op_name
 
 # Builtin op -> the `MicroMutableOpResolver` method that registers its kernel
 # (tensorflow/lite/micro/micro_mutable_op_resolver.h). An op missing here has
@@ -55,7 +55,6 @@ RESOLVER_METHODS = {
     "TRANSPOSE_CONV": "AddTransposeConv", "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM",
     "UNPACK": "AddUnpack", "VAR_HANDLE": "AddVarHandle", "WHILE": "AddWhile", "ZEROS_LIKE": "AddZerosLike",
 }
-_BUILTIN_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
 ARENA_ALIGNMENT = 16
 
 
@@ -83,18 +82,8 @@ class ArenaSize:
 def model_ops(tflite_model: bytes) -> tuple[str, ...]:
     """The builtin ops the model's graph uses, in order of first use (customs as `CUSTOM:<name>`)."""
     model = flatbuffer_utils.convert_bytearray_to_object(tflite_model)
-    names = []
-    for subgraph in model.subgraphs:
-        for operator in subgraph.operators:
-            code = model.operatorCodes[operator.opcodeIndex]
-            builtin = flatbuffer_utils.get_builtin_code_from_operator_code(code)
-            if builtin == schema.BuiltinOperator.CUSTOM:
-                name = f"CUSTOM:{code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode}"
-            else:
-                name = _BUILTIN_NAMES.get(builtin, f"BUILTIN_{builtin}")
-            if name not in names:
-                names.append(name)
-    return tuple(names)
+    names = [op_name(model, operator) for subgraph in model.subgraphs for operator in subgraph.operators]
+    return tuple(dict.fromkeys(names))
 
 
 def check_micro_ops(tflite_model: bytes) -> tuple[str, ...]:

@@ -12,13 +12,13 @@ arrive from a camera, holding no frame buffer:
 * global average pooling keeps a running per-channel sum;
 * the classifier runs once, after the last row.
 
-The executor is one graph walker over "stages" (one per TFLite op). It
+The executor is one graph walker over "nodes" (one per TFLite op). It
 pushes each camera row depth-first through the graph and counts the bytes
 of every row, line buffer, queue and accumulator it holds at any moment, so
-the reported peak is what a line-by-line runtime must hold. The same stages
+the reported peak is what a line-by-line runtime must hold. The same nodes
 also give the full-frame peak (whole tensors, same liveness rule).
 
-`TFLiteStreamer` builds the stages from a float or int8 `.tflite`: each op
+`TFLiteStreamer` builds the nodes from a float or int8 `.tflite`: each op
 is cut out as a one-op model with the same weights and quantisation and run
 by LiteRT's reference kernels (which TFLite Micro matches bit for bit) on
 row strips. A conv's "same" padding is done here, with the input zero point
@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -49,15 +48,21 @@ from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.tools import flatbuffer_utils
 
 from pmkd_tf.errors import StreamingError
+from pmkd_tf.export.flatbuffer import DTYPES, constant, op_name, quantisation
 from pmkd_tf.export.tflite import TensorSpec, quantize_pixels
+from pmkd_tf.export.tflite_arithmetic import quantized_mean, same_padding
 
 IMAGE = -1
 WINDOW, MEAN, COLLECT = "window", "mean", "collect"
+UNQUANTISED = (0.0, 0)  # the (scale, zero point) of a float tensor
 
 
 @dataclasses.dataclass(frozen=True)
-class Stage:
-    """One layer as the row executor runs it.
+class LiteRTNode:
+    """One op of the model as the row executor runs it: its rows, and LiteRT computing them.
+
+    (The C engine's counterpart, with the kernel's integer parameters, is
+    `pmkd_tf.export.cstream.graph.EngineNode`.)
 
     kind:
       "window": output row r is `compute(rows)` of the input rows
@@ -96,20 +101,13 @@ class StreamResult:
     at once (rows in flight, line buffers, queues, accumulators);
     `frame_peak_bytes` is the same count for layer-by-layer full-frame
     execution; `line_buffer_rows` is the largest number of input rows any
-    one stage kept.
+    one node kept.
     """
 
     logits: np.ndarray
     peak_bytes: int
     frame_peak_bytes: int
     line_buffer_rows: int
-
-
-def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
-    """(output size, padding before, padding after) of TF "same" padding: the extra pixel goes after."""
-    out = -(-size // stride)
-    total = max((out - 1) * stride + kernel - size, 0)
-    return out, total // 2, total - total // 2
 
 
 class _Ledger:
@@ -137,27 +135,27 @@ class _Ledger:
             self.bytes -= array.nbytes
 
 
-class _Run:
-    """One image pushed row by row through the stages, depth-first.
+class _RowWalk:
+    """One image pushed row by row through the nodes, depth-first.
 
-    Work is a stack rather than recursion (a ResNet-50 is ~200 stages deep):
+    Work is a stack rather than recursion (a ResNet-50 is ~200 nodes deep):
     a "deliver" item hands one row to one consumer; a "resume" item lets a
-    stage that has several output rows ready (the bottom padding of a line
+    node that has several output rows ready (the bottom padding of a line
     buffer) emit the next one only after the previous one has travelled all
     the way down, so every edge sees its rows in order.
     """
 
-    def __init__(self, stages: Sequence[Stage]) -> None:
-        self.stages = stages
+    def __init__(self, nodes: Sequence[LiteRTNode]) -> None:
+        self.nodes = nodes
         self.consumers: dict[int, list[tuple[int, int]]] = {IMAGE: []}
-        for index, stage in enumerate(stages):
+        for index, node in enumerate(nodes):
             self.consumers[index] = []
-            for slot, producer in enumerate(stage.inputs):
+            for slot, producer in enumerate(node.inputs):
                 self.consumers[producer].append((index, slot))
         self.ledger = _Ledger()
-        self.kept: dict[int, dict[int, np.ndarray]] = {i: {} for i in range(len(stages))}
-        self.queues: dict[int, list[list[np.ndarray]]] = {i: [[] for _ in s.inputs] for i, s in enumerate(stages)}
-        self.next_row = [0] * len(stages)
+        self.kept: dict[int, dict[int, np.ndarray]] = {i: {} for i in range(len(nodes))}
+        self.queues: dict[int, list[list[np.ndarray]]] = {i: [[] for _ in s.inputs] for i, s in enumerate(nodes)}
+        self.next_row = [0] * len(nodes)
         self.sums: dict[int, np.ndarray] = {}
         self.work: list[tuple] = []
         self.max_kept = 0
@@ -179,7 +177,7 @@ class _Run:
         return self.outputs[0]
 
     def _emit(self, index: int, row_index: int, row: np.ndarray) -> None:
-        if index == len(self.stages) - 1:
+        if index == len(self.nodes) - 1:
             self.outputs.append(row)
         for consumer, slot in reversed(self.consumers[index]):
             self.ledger.hold(row)
@@ -194,44 +192,44 @@ class _Run:
         self.ledger.release(output)
 
     def _deliver(self, index: int, slot: int, row_index: int, row: np.ndarray) -> None:
-        stage = self.stages[index]
-        if stage.kind == MEAN:
-            self._mean(index, stage, row)
-        elif stage.kind == COLLECT:
-            self._collect(index, stage, row_index, row)
-        elif len(stage.inputs) > 1:
-            self._join(index, stage, slot, row)
+        node = self.nodes[index]
+        if node.kind == MEAN:
+            self._mean(index, node, row)
+        elif node.kind == COLLECT:
+            self._collect(index, node, row_index, row)
+        elif len(node.inputs) > 1:
+            self._join(index, node, slot, row)
         else:
-            self._keep(index, stage, row_index, row)
+            self._keep(index, node, row_index, row)
             self._advance(index, row_index)
 
-    def _keep(self, index: int, stage: Stage, row_index: int, row: np.ndarray) -> None:
+    def _keep(self, index: int, node: LiteRTNode, row_index: int, row: np.ndarray) -> None:
         """Store an input row if a future output row reads it (a stride-2 layer never stores odd rows)."""
-        first = max(self.next_row[index], -(-(row_index + stage.pad_top - stage.window + 1) // stage.stride))
-        last = min(stage.out_height - 1, (row_index + stage.pad_top) // stage.stride)
+        first = max(self.next_row[index], -(-(row_index + node.pad_top - node.window + 1) // node.stride))
+        last = min(node.out_height - 1, (row_index + node.pad_top) // node.stride)
         if first <= last:
             self.kept[index][row_index] = row
             self.ledger.hold(row)
             self.max_kept = max(self.max_kept, len(self.kept[index]))
 
     def _advance(self, index: int, newest: int) -> None:
-        """Emit the next output row of a window stage if input rows up to `newest` complete it."""
-        stage, kept = self.stages[index], self.kept[index]
+        """Emit the next output row of a window node if input rows up to `newest` complete it."""
+        node, kept = self.nodes[index], self.kept[index]
         out_row = self.next_row[index]
-        start = out_row * stage.stride - stage.pad_top
-        if out_row >= stage.out_height or min(start + stage.window - 1, stage.in_height - 1) > newest:
+        start = out_row * node.stride - node.pad_top
+        if out_row >= node.out_height or min(start + node.window - 1, node.in_height - 1) > newest:
             return
-        rows = range(start, start + stage.window)
-        if stage.pad_row is None:
-            rows = range(max(start, 0), min(rows.stop, stage.in_height))
-        strip = [kept[j] if 0 <= j < stage.in_height else stage.pad_row for j in rows]
-        output = stage.compute(strip)
+        rows = range(start, start + node.window)
+        if node.pad_row is None:
+            rows = range(max(start, 0), min(rows.stop, node.in_height))
+        strip = [kept[j] if 0 <= j < node.in_height else node.pad_row for j in rows]
+        output = node.compute(strip)
         self.next_row[index] += 1
-        stale = [kept.pop(j) for j in sorted(kept) if j < start + stage.stride]
+        stale = [kept.pop(j) for j in sorted(kept) if j < start + node.stride]
         self.work.append(("resume", index, newest))
         self._finish(index, out_row, output, stale)
 
-    def _join(self, index: int, stage: Stage, slot: int, row: np.ndarray) -> None:
+    def _join(self, index: int, node: LiteRTNode, slot: int, row: np.ndarray) -> None:
         queues = self.queues[index]
         queues[slot].append(row)
         self.ledger.hold(row)
@@ -239,64 +237,63 @@ class _Run:
             rows = [queue.pop(0) for queue in queues]
             out_row = self.next_row[index]
             self.next_row[index] += 1
-            self._finish(index, out_row, stage.compute(rows), rows)
+            self._finish(index, out_row, node.compute(rows), rows)
 
-    def _mean(self, index: int, stage: Stage, row: np.ndarray) -> None:
+    def _mean(self, index: int, node: LiteRTNode, row: np.ndarray) -> None:
         if index not in self.sums:
-            self.sums[index] = np.zeros(row.shape[-1], stage.acc_dtype)
+            self.sums[index] = np.zeros(row.shape[-1], node.acc_dtype)
             self.ledger.hold(self.sums[index])
         total = self.sums[index]
         for pixel in row.reshape(-1, row.shape[-1]):  # one at a time, in the reference kernel's summation order
             total += pixel
         self.next_row[index] += 1
-        if self.next_row[index] == stage.in_height:
-            self._finish(index, 0, stage.compute([total]), [self.sums.pop(index)])
+        if self.next_row[index] == node.in_height:
+            self._finish(index, 0, node.compute([total]), [self.sums.pop(index)])
 
-    def _collect(self, index: int, stage: Stage, row_index: int, row: np.ndarray) -> None:
+    def _collect(self, index: int, node: LiteRTNode, row_index: int, row: np.ndarray) -> None:
         kept = self.kept[index]
         kept[row_index] = row
         self.ledger.hold(row)
         self.max_kept = max(self.max_kept, len(kept))
-        if len(kept) == stage.in_height:
+        if len(kept) == node.in_height:
             rows = [kept.pop(j) for j in sorted(kept)]
-            self._finish(index, 0, stage.compute([np.stack(rows)]), rows)
+            self._finish(index, 0, node.compute([np.stack(rows)]), rows)
 
 
-def frame_peak_bytes(stages: Sequence[Stage], image_bytes: int) -> int:
-    """Peak activation bytes of running the stages one whole tensor at a time, in order.
+def frame_peak_bytes(nodes: Sequence[LiteRTNode], image_bytes: int) -> int:
+    """Peak activation bytes of running the nodes one whole tensor at a time, in order.
 
     The same rule as the streaming count: a tensor lives from its producer
-    until its last consumer has run, and a stage's inputs and output are
+    until its last consumer has run, and a node's inputs and output are
     alive together.
     """
     last_use = {}
-    for index, stage in enumerate(stages):
-        for producer in stage.inputs:
+    for index, node in enumerate(nodes):
+        for producer in node.inputs:
             last_use[producer] = index
     live = {IMAGE: image_bytes}
     peak = 0
-    for index, stage in enumerate(stages):
-        peak = max(peak, sum(live.values()) + stage.frame_bytes)
-        live[index] = stage.frame_bytes
-        for producer in set(stage.inputs):
+    for index, node in enumerate(nodes):
+        peak = max(peak, sum(live.values()) + node.frame_bytes)
+        live[index] = node.frame_bytes
+        for producer in set(node.inputs):
             if last_use[producer] == index:
                 del live[producer]
     return peak
 
 
-def stream(stages: Sequence[Stage], image: np.ndarray) -> StreamResult:
-    """Feed `image` (H, W, C) one row at a time through `stages`; return the logits and the memory held."""
-    run = _Run(stages)
-    logits = run.image(image)
+def stream(nodes: Sequence[LiteRTNode], image: np.ndarray) -> StreamResult:
+    """Feed `image` (H, W, C) one row at a time through `nodes`; return the logits and the memory held."""
+    walk = _RowWalk(nodes)
+    logits = walk.image(image)
     return StreamResult(
         logits=logits,
-        peak_bytes=run.ledger.peak,
-        frame_peak_bytes=frame_peak_bytes(stages, image.nbytes),
-        line_buffer_rows=run.max_kept,
+        peak_bytes=walk.ledger.peak,
+        frame_peak_bytes=frame_peak_bytes(nodes, image.nbytes),
+        line_buffer_rows=walk.max_kept,
     )
 
 
-_OP_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
 ELEMENTWISE_OPS = {
     "ADD", "SUB", "MUL", "MAXIMUM", "MINIMUM", "QUANTIZE", "DEQUANTIZE", "RELU", "RELU6", "RELU_N1_TO_1",
     "LEAKY_RELU", "LOGISTIC", "TANH", "HARD_SWISH", "SQUARED_DIFFERENCE",
@@ -304,63 +301,6 @@ ELEMENTWISE_OPS = {
 CONV_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D"}
 POOL_OPS = {"MAX_POOL_2D", "AVERAGE_POOL_2D"}
 FLATTEN_OPS = {"RESHAPE", "SQUEEZE"}
-_DTYPES = {schema.TensorType.INT8: np.int8, schema.TensorType.INT32: np.int32,
-           schema.TensorType.FLOAT32: np.float32, schema.TensorType.UINT8: np.uint8,
-           schema.TensorType.INT16: np.int16}
-
-
-def _quantisation(tensor) -> tuple[float, int]:
-    q = tensor.quantization
-    if q is None or q.scale is None or not len(q.scale):
-        return 0.0, 0
-    return float(q.scale[0]), int(q.zeroPoint[0])
-
-
-def quantize_multiplier(real: float) -> tuple[int, int]:
-    """TFLite's QuantizeMultiplier: `real` as a Q31 integer multiplier and a power-of-two shift."""
-    if real == 0:
-        return 0, 0
-    fraction, shift = math.frexp(real)
-    fixed = int(math.floor(abs(fraction) * (1 << 31) + 0.5)) * (1 if fraction >= 0 else -1)
-    if fixed == 1 << 31:
-        fixed, shift = fixed // 2, shift + 1
-    if shift < -31:
-        return 0, 0
-    return fixed, shift
-
-
-def multiply_by_quantized_multiplier(x: int, multiplier: int, shift: int) -> int:
-    """TFLite's MultiplyByQuantizedMultiplier (int32, double rounding): x * multiplier * 2^(shift - 31)."""
-    x *= 1 << max(shift, 0)
-    if x == multiplier == -(1 << 31):
-        high = (1 << 31) - 1
-    else:
-        product = x * multiplier
-        nudged = product + ((1 << 30) if product >= 0 else 1 - (1 << 30))
-        high = abs(nudged) >> 31 if nudged >= 0 else -(abs(nudged) >> 31)
-    exponent = max(-shift, 0)
-    mask = (1 << exponent) - 1
-    threshold = (mask >> 1) + (1 if high < 0 else 0)
-    return (high >> exponent) + (1 if (high & mask) > threshold else 0)
-
-
-def quantized_mean(total: np.ndarray, count: int, input_qp: tuple[float, int], output_qp: tuple[float, int],
-                   dtype=np.int8) -> np.ndarray:
-    """TFLite's int8 MEAN from the per-channel sums of the raw int8 inputs, in the kernel's integer arithmetic.
-
-    reference_ops::QuantizedMeanOrSum (what LiteRT's reference kernels and
-    TFLite Micro run): the multiplier of scale_in / scale_out is pre-divided
-    by the element count (after a left shift of up to 32 bits for
-    precision), then applied to sum - zp_in * count, plus zp_out, saturated.
-    """
-    multiplier, shift = quantize_multiplier(float(np.float32(input_qp[0])) / float(np.float32(output_qp[0])))
-    headroom = min(count.bit_length() - 1, 32, 31 + shift)
-    multiplier, shift = (multiplier << headroom) // count, shift - headroom
-    info = np.iinfo(dtype)
-    values = [multiply_by_quantized_multiplier(int(s) - input_qp[1] * count, multiplier, shift) + output_qp[1]
-              for s in total]
-    return np.clip(values, info.min, info.max).astype(dtype)
-
 
 class _OneOp:
     """One op of the int8 model cut out as its own `.tflite`, with chosen activation shapes, run by LiteRT."""
@@ -431,18 +371,20 @@ class TFLiteStreamer:
         image = self._tensor(graph.inputs[0])
         if image.type not in (schema.TensorType.INT8, schema.TensorType.FLOAT32):
             raise StreamingError("Only int8 or float32 models stream; export with pmkd_tf.export.")
-        self.input = TensorSpec(tuple(image.shape), np.dtype(_DTYPES[image.type]).name, *_quantisation(image))
-        self._source = {graph.inputs[0]: IMAGE}
+        self.input = TensorSpec(tuple(image.shape), np.dtype(DTYPES[image.type]).name,
+                                *(quantisation(image) or UNQUANTISED))
+        self._producer = {graph.inputs[0]: IMAGE}
         self._spatial = {graph.inputs[0]}
         self._convs: list[tuple[int, int]] = []  # (op index, kernel height) of every conv, in order
-        self.stages: list[Stage] = []
+        self.nodes: list[LiteRTNode] = []
         for op in graph.operators:
             if len(op.outputs) != 1:
-                raise StreamingError(f"Op {self._name(op)} has {len(op.outputs)} outputs; only one-output ops stream.")
-            stage = self._stage(op, len(self.stages))
-            self.stages.append(stage)
-            self._source[op.outputs[0]] = len(self.stages) - 1
-            if stage.kind == WINDOW and any(i in self._spatial for i in op.inputs):
+                raise StreamingError(f"Op {op_name(self._model, op)} has {len(op.outputs)} outputs; only one-output "
+                                     "ops stream.")
+            node = self._node(op, len(self.nodes))
+            self.nodes.append(node)
+            self._producer[op.outputs[0]] = len(self.nodes) - 1
+            if node.kind == WINDOW and any(i in self._spatial for i in op.inputs):
                 self._spatial.add(op.outputs[0])
         if graph.outputs[0] != graph.operators[-1].outputs[0]:
             raise StreamingError("The model's output is not produced by its last op; re-export it.")
@@ -454,53 +396,50 @@ class TFLiteStreamer:
         if self.refusal and not line_buffers:
             raise StreamingError(f"The model is {self.refusal}")
 
-    def _name(self, op) -> str:
-        code = self._model.operatorCodes[op.opcodeIndex]
-        return _OP_NAMES.get(flatbuffer_utils.get_builtin_code_from_operator_code(code), "CUSTOM")
-
     def _tensor(self, index: int):
         return self._model.subgraphs[0].tensors[index]
 
-    def _stage(self, op, index: int) -> Stage:
-        name = self._name(op)
-        activations = [i for i in op.inputs if i in self._source]
-        inputs = tuple(self._source[i] for i in activations)
+    def _node(self, op, index: int) -> LiteRTNode:
+        name = op_name(self._model, op)
+        activations = [i for i in op.inputs if i in self._producer]
+        inputs = tuple(self._producer[i] for i in activations)
         out = self._tensor(op.outputs[0])
-        frame = int(np.prod(out.shape[1:])) * np.dtype(_DTYPES[out.type]).itemsize
+        frame = int(np.prod(out.shape[1:])) * np.dtype(DTYPES[out.type]).itemsize
         if not any(i in self._spatial for i in activations):
             one = _OneOp(self._model, op, {i: self._tensor(i).shape for i in activations})
-            return Stage(name, inputs, WINDOW, 1, 1, lambda arrays: one(arrays), frame)
+            return LiteRTNode(name, inputs, WINDOW, 1, 1, lambda arrays: one(arrays), frame)
         if not all(i in self._spatial for i in activations):
             raise StreamingError(f"Op {name} mixes row-streamed and whole tensors; it cannot stream.")
-        source = self._tensor(activations[0])
+        in_tensor = self._tensor(activations[0])
         if name in CONV_OPS:
-            return self._window(op, index, name, inputs, source, out, frame)
+            return self._window(op, index, name, inputs, in_tensor, out, frame)
         if name in POOL_OPS:
-            return self._pool(op, name, inputs, source, out, frame)
+            return self._pool(op, name, inputs, in_tensor, out, frame)
         if name in ELEMENTWISE_OPS:
             return self._elementwise(op, name, inputs, activations, out, frame)
         if name == "MEAN":
-            return self._mean(op, name, inputs, source, out, frame)
+            return self._mean(op, name, inputs, in_tensor, out, frame)
         if name in FLATTEN_OPS:
-            one = _OneOp(self._model, op, {activations[0]: source.shape})
-            return Stage(name, inputs, COLLECT, source.shape[1], 1, lambda frames: one([frames[0][None]]), frame)
+            one = _OneOp(self._model, op, {activations[0]: in_tensor.shape})
+            return LiteRTNode(name, inputs, COLLECT, in_tensor.shape[1], 1, lambda frames: one([frames[0][None]]),
+                              frame)
         raise StreamingError(f"Op {name} cannot run on row strips; only conv, pool, elementwise and mean ops stream.")
 
-    def _window(self, op, index, name, inputs, source, out, frame) -> Stage:
+    def _window(self, op, index, name, inputs, in_tensor, out, frame) -> LiteRTNode:
         """A conv: output row r from a strip of kernel-height input rows, "same" padding done here."""
         options = copy.deepcopy(op.builtinOptions)
         if options.dilationHFactor != 1 or options.dilationWFactor != 1:
             raise StreamingError(f"{name}: dilated convolutions do not stream.")
         kh, kw = self._tensor(op.inputs[1]).shape[1:3]
         self._convs.append((index, kh))
-        _, height, width, channels = source.shape
+        _, height, width, channels = in_tensor.shape
         if options.padding == schema.Padding.SAME:
             _, top, _ = same_padding(height, kh, options.strideH)
             _, left, right = same_padding(width, kw, options.strideW)
         else:
             top = left = right = 0
         options.padding = schema.Padding.VALID
-        zero_point = _quantisation(source)[1]  # 0 for a float model: padding with 0.0
+        zero_point = (quantisation(in_tensor) or UNQUANTISED)[1]  # 0 for a float model: padding with 0.0
         one = _OneOp(self._model, op, {op.inputs[0]: [1, kh, width + left + right, channels],
                                        op.outputs[0]: [1, 1, out.shape[2], out.shape[3]]}, options)
 
@@ -508,11 +447,11 @@ class TFLiteStreamer:
             x = np.pad(np.stack(strip)[None], ((0, 0), (0, 0), (left, right), (0, 0)), constant_values=zero_point)
             return one([x])[0, 0]
 
-        return Stage(name, inputs, WINDOW, height, out.shape[1], compute, frame, window=kh,
-                     stride=options.strideH, pad_top=top,
-                     pad_row=np.full((width, channels), zero_point, _DTYPES[source.type]))
+        return LiteRTNode(name, inputs, WINDOW, height, out.shape[1], compute, frame, window=kh,
+                          stride=options.strideH, pad_top=top,
+                          pad_row=np.full((width, channels), zero_point, DTYPES[in_tensor.type]))
 
-    def _pool(self, op, name, inputs, source, out, frame) -> Stage:
+    def _pool(self, op, name, inputs, in_tensor, out, frame) -> LiteRTNode:
         """A max or average pool: output row r from the rows of its window that lie inside the input.
 
         A "same" pool skips its padding (an average divides by the pixels
@@ -523,7 +462,7 @@ class TFLiteStreamer:
         padding rule, which the kernel applies itself.
         """
         options = op.builtinOptions
-        _, height, width, channels = source.shape
+        _, height, width, channels = in_tensor.shape
         kh, stride = options.filterHeight, options.strideH
         top = same_padding(height, kh, stride)[1] if options.padding == schema.Padding.SAME else 0
         heights = {min(r * stride - top + kh, height) - max(r * stride - top, 0) for r in range(out.shape[1])}
@@ -533,42 +472,41 @@ class TFLiteStreamer:
             strip.filterHeight = strip.strideH = rows
             ones[rows] = _OneOp(self._model, op, {op.inputs[0]: [1, rows, width, channels],
                                                   op.outputs[0]: [1, 1, out.shape[2], out.shape[3]]}, strip)
-        return Stage(name, inputs, WINDOW, height, out.shape[1],
-                     lambda strip: ones[len(strip)]([np.stack(strip)[None]])[0, 0], frame,
-                     window=kh, stride=stride, pad_top=top)
+        return LiteRTNode(name, inputs, WINDOW, height, out.shape[1],
+                          lambda strip: ones[len(strip)]([np.stack(strip)[None]])[0, 0], frame,
+                          window=kh, stride=stride, pad_top=top)
 
-    def _elementwise(self, op, name, inputs, activations, out, frame) -> Stage:
+    def _elementwise(self, op, name, inputs, activations, out, frame) -> LiteRTNode:
         heights = {self._tensor(i).shape[1] for i in activations}
         for index in op.inputs:
-            constant = self._tensor(index).shape if index >= 0 and index not in self._source else []
-            if len(constant) == 4 and constant[1] != 1:
-                raise StreamingError(f"{name} takes a constant with {constant[1]} rows; it cannot stream.")
+            shape = self._tensor(index).shape if index >= 0 and index not in self._producer else []
+            if len(shape) == 4 and shape[1] != 1:
+                raise StreamingError(f"{name} takes a constant with {shape[1]} rows; it cannot stream.")
         if len(heights) != 1:
             raise StreamingError(f"{name} combines maps of different heights {sorted(heights)}; it cannot stream.")
         shapes = {i: [1, 1, *self._tensor(i).shape[2:]] for i in activations}
         shapes[op.outputs[0]] = [1, 1, *out.shape[2:]]
         one = _OneOp(self._model, op, shapes)
-        return Stage(name, inputs, WINDOW, heights.pop(), out.shape[1],
-                     lambda rows: one([row[None, None] for row in rows])[0, 0], frame)
+        return LiteRTNode(name, inputs, WINDOW, heights.pop(), out.shape[1],
+                          lambda rows: one([row[None, None] for row in rows])[0, 0], frame)
 
-    def _mean(self, op, name, inputs, source, out, frame) -> Stage:
-        raw = self._model.buffers[self._tensor(op.inputs[1]).buffer].data
-        axes = sorted(int(a) % 4 for a in np.asarray(raw, np.uint8).view("<i4"))
+    def _mean(self, op, name, inputs, in_tensor, out, frame) -> LiteRTNode:
+        axes = sorted(int(a) % 4 for a in constant(self._model, op.inputs[1]).reshape(-1))
         if axes != [1, 2]:
             raise StreamingError(f"MEAN over axes {axes}: only the global average pool (axes 1, 2) streams.")
-        _, height, width, _ = source.shape
-        input_qp, output_qp = _quantisation(source), _quantisation(out)
-        shape, dtype = out.shape, _DTYPES[out.type]
+        _, height, width, _ = in_tensor.shape
+        input_qp, output_qp = (quantisation(t) or UNQUANTISED for t in (in_tensor, out))
+        shape, dtype = out.shape, DTYPES[out.type]
         if not input_qp[0]:
             count = np.float32(height * width)
-            return Stage(name, inputs, MEAN, height, 1, lambda acc: (acc[0] / count).reshape(shape), frame)
-        return Stage(name, inputs, MEAN, height, 1,
-                     lambda acc: quantized_mean(acc[0], height * width, input_qp, output_qp, dtype).reshape(shape),
-                     frame, acc_dtype="int32")
+            return LiteRTNode(name, inputs, MEAN, height, 1, lambda acc: (acc[0] / count).reshape(shape), frame)
+        return LiteRTNode(name, inputs, MEAN, height, 1,
+                          lambda acc: quantized_mean(acc[0], height * width, input_qp, output_qp, dtype).reshape(shape),
+                          frame, acc_dtype="int32")
 
     def __call__(self, pixels: np.ndarray) -> StreamResult:
         """Stream one uint8 image; the logits are the model's raw output row (int8 or float)."""
         if tuple(pixels.shape) != self.input.shape[1:]:
             raise StreamingError(f"Expected an image of shape {self.input.shape[1:]}, got {tuple(pixels.shape)}.")
-        result = stream(self.stages, quantize_pixels(pixels, self.input))
+        result = stream(self.nodes, quantize_pixels(pixels, self.input))
         return dataclasses.replace(result, logits=result.logits.reshape(-1))

@@ -34,7 +34,8 @@ from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.tools import flatbuffer_utils
 
 from pmkd_tf.errors import StreamingError
-from pmkd_tf.export.streaming import quantize_multiplier, same_padding
+from pmkd_tf.export import flatbuffer
+from pmkd_tf.export.tflite_arithmetic import mean_multiplier, quantize_multiplier, same_padding
 
 INPUT, CONV, MAX_POOL, AVERAGE_POOL, ADD, MUL, MEAN, COLLECT = (
     "input", "conv", "max_pool", "average_pool", "add", "mul", "mean", "collect")
@@ -47,8 +48,6 @@ INT8_MIN, INT8_MAX = -128, 127
 # Limits of the engine's table fields (uint16 geometry, uint8 kernel sizes would not do for COLLECT).
 MAX_DIMENSION = 65535
 
-_OP_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
-_TYPE_NAMES = {code: name for name, code in vars(schema.TensorType).items() if not name.startswith("_")}
 _ACTIVATIONS = {schema.ActivationFunctionType.NONE: "NONE", schema.ActivationFunctionType.RELU: "RELU",
                 schema.ActivationFunctionType.RELU_N1_TO_1: "RELU_N1_TO_1",
                 schema.ActivationFunctionType.RELU6: "RELU6"}
@@ -56,7 +55,10 @@ _ACTIVATIONS = {schema.ActivationFunctionType.NONE: "NONE", schema.ActivationFun
 
 @dataclasses.dataclass
 class Node:
-    """One row-streaming step of the model.
+    """One op of the model as the C engine runs it: its rows, and its kernel's integer parameters.
+
+    (The Python streamer's counterpart, whose rows LiteRT computes, is
+    `pmkd_tf.export.streaming.LiteRTNode`.)
 
     `inputs` are the producing nodes of the activation inputs (0 = the image).
     Vertically, output row `o` reads input rows `o * stride - pad_top + [0,
@@ -165,24 +167,21 @@ class _Parser:
 
     def constant(self, index: int) -> np.ndarray | None:
         """The tensor's constant data in its dtype, or None for an activation."""
-        data = self.model.buffers[self.tensor(index).buffer].data
-        if data is None or not len(data):
-            return None
-        dtypes = {schema.TensorType.INT8: np.int8, schema.TensorType.INT32: np.int32}
+        values = flatbuffer.constant(self.model, index)
         kind = self.tensor(index).type
-        if kind not in dtypes:
-            raise StreamingError(f"Constant tensor {index} is {_TYPE_NAMES.get(kind, kind)}; the C engine takes "
-                                 "int8 weights and int32 biases (export with convert_int8).")
-        return np.frombuffer(bytes(np.asarray(data, np.uint8)), dtypes[kind]).reshape(self.tensor(index).shape)
+        if values is not None and kind not in (schema.TensorType.INT8, schema.TensorType.INT32):
+            raise StreamingError(f"Constant tensor {index} is {flatbuffer.TENSOR_TYPE_NAMES.get(kind, kind)}; the C "
+                                 "engine takes int8 weights and int32 biases (export with convert_int8).")
+        return values
 
     def quantisation(self, index: int, label: str) -> tuple[float, int]:
         """(scale, zero point) of a per-tensor int8 tensor."""
         tensor = self.tensor(index)
-        q = tensor.quantization
-        if tensor.type != schema.TensorType.INT8 or q is None or q.scale is None or len(q.scale) != 1:
+        scale_and_zero_point = flatbuffer.quantisation(tensor)
+        if tensor.type != schema.TensorType.INT8 or scale_and_zero_point is None:
             raise StreamingError(f"{label}: tensor {index} is not a per-tensor quantised int8 tensor; the C engine "
                                  "runs full-integer int8 models (export with convert_int8).")
-        return float(q.scale[0]), int(q.zeroPoint[0])
+        return scale_and_zero_point
 
     def shape(self, index: int, label: str) -> tuple[int, int, int]:
         """The tensor as (H, W, C) rows: [1, H, W, C], or [1, N] as one row of N."""
@@ -210,8 +209,7 @@ class _Parser:
         self.nodes.append(Node(INPUT, "image", (), (0, 0, 0), self.shape(image, label)))
         self.producer[image] = 0
         for index, op in enumerate(self.graph.operators):
-            code = flatbuffer_utils.get_builtin_code_from_operator_code(self.model.operatorCodes[op.opcodeIndex])
-            name = _OP_NAMES.get(code, "CUSTOM")
+            name = flatbuffer.op_name(self.model, op)
             label = f"op {index} ({name})"
             if name not in SUPPORTED_OPS:
                 raise StreamingError(f"{label}: the C engine has no {name} kernel; it runs "
@@ -237,7 +235,7 @@ class _Parser:
         if options.dilationHFactor != 1 or options.dilationWFactor != 1:
             raise StreamingError(f"{label}: dilated convolutions are not supported by the C engine.")
         x, w, b = (list(op.inputs) + [-1])[:3]
-        source = self.source(x, label)
+        producer = self.source(x, label)
         in_shape, out_shape = self.shape(x, label), self.shape(op.outputs[0], label)
         weights = self.constant(w)
         if weights is None or weights.ndim != 4 or weights.shape[3] != in_shape[2] \
@@ -266,7 +264,7 @@ class _Parser:
         if np.any(np.abs(folded) >= 2 ** 31):
             raise StreamingError(f"{label}: the folded bias overflows int32.")
         self._add_node(op, Node(
-            CONV, f"{label} {kh}x{kw} stride {options.strideH}x{options.strideW}", (source,), in_shape, out_shape,
+            CONV, f"{label} {kh}x{kw} stride {options.strideH}x{options.strideW}", (producer,), in_shape, out_shape,
             window=kh, stride=options.strideH, pad_top=top, kernel_w=kw, stride_w=options.strideW, pad_left=left,
             act=activation_range(options.fusedActivationFunction, out_scale, out_zero_point, label),
             params={"weights": np.ascontiguousarray(weights), "bias": folded.astype(np.int32),
@@ -311,27 +309,27 @@ class _Parser:
 
     def _elementwise_inputs(self, op, label: str, out_shape) -> tuple[tuple[int, ...], np.ndarray | None, int]:
         """(activation producers, the constant broadcast to one value per channel or None, its input slot)."""
-        sources, constant, slot = [], None, -1
+        producers, constant, slot = [], None, -1
         for position, index in enumerate(op.inputs):
             values = self.constant(index)
             if values is None:
                 if self.shape(index, label) != out_shape:
                     raise StreamingError(f"{label}: input {self.shape(index, label)} and output {out_shape} differ; "
                                          "the C engine broadcasts only per-channel constants.")
-                sources.append(self.source(index, label))
+                producers.append(self.source(index, label))
                 continue
             shape = [int(d) for d in self.tensor(index).shape]
             if values.size not in (1, out_shape[2]) or any(d != 1 for d in shape[:-1]):
                 raise StreamingError(f"{label}: constant of shape {shape} is not per-channel; the C engine "
                                      "broadcasts only [C] (or scalar) constants over a map.")
             constant, slot = np.broadcast_to(values.reshape(-1), (out_shape[2],)).astype(np.int8), position
-        if not sources:
+        if not producers:
             raise StreamingError(f"{label}: both inputs are constants; fold them before export.")
-        return tuple(sources), constant, slot
+        return tuple(producers), constant, slot
 
     def _binary(self, op, label: str, kind: str) -> None:
         out_shape = self.shape(op.outputs[0], label)
-        sources, constant, slot = self._elementwise_inputs(op, label, out_shape)
+        producers, constant, slot = self._elementwise_inputs(op, label, out_shape)
         scales, zero_points = zip(*(self.quantisation(i, label) for i in op.inputs))
         out_scale, out_zero_point = self.quantisation(op.outputs[0], label)
         params = {"offset": [-z for z in zero_points], "output_zero_point": out_zero_point,
@@ -347,10 +345,10 @@ class _Parser:
             # mul.cc Prepare: input1 * input2 / output scale, in double.
             params.update(zip(("output_multiplier", "output_shift"),
                               _multiplier(float(scales[0]) * float(scales[1]) / float(out_scale), label)))
-        self._add_node(op, Node(kind, label, sources, out_shape, out_shape,
-                                act=activation_range(op.builtinOptions.fusedActivationFunction, out_scale,
-                                                     out_zero_point, label),
-                                params=params))
+        self._add_node(op, Node(kind, label, producers, out_shape, out_shape,
+                                      act=activation_range(op.builtinOptions.fusedActivationFunction, out_scale,
+                                                           out_zero_point, label),
+                                      params=params))
 
     def _add(self, op, label: str) -> None:
         self._binary(op, label, ADD)
@@ -369,29 +367,26 @@ class _Parser:
             raise StreamingError(f"{label}: output {out_shape} is not one value per channel.")
         (in_scale, in_zero_point), (out_scale, out_zero_point) = (self.quantisation(x, label),
                                                                   self.quantisation(op.outputs[0], label))
-        # reference_ops::QuantizedMeanOrSum (as streaming.quantized_mean): the multiplier of scale_in / scale_out,
-        # shifted left by up to 32 bits of headroom, divided by the element count.
         count = in_shape[0] * in_shape[1]
-        multiplier, shift = _multiplier(float(np.float32(in_scale)) / float(np.float32(out_scale)), label)
-        headroom = min(count.bit_length() - 1, 32, 31 + shift)
-        multiplier, shift = (multiplier << headroom) // count, shift - headroom
-        self._add_node(op, Node(MEAN, label, (self.source(x, label),), in_shape, out_shape, window=in_shape[0],
-                                params={"multiplier": multiplier, "shift": shift,
-                                        "input_sum_offset": in_zero_point * count,
-                                        "output_zero_point": out_zero_point}))
+        multiplier, shift = mean_multiplier(in_scale, out_scale, count, lambda real: _multiplier(real, label))
+        self._add_node(op, Node(MEAN, label, (self.source(x, label),), in_shape, out_shape,
+                                      window=in_shape[0],
+                                      params={"multiplier": multiplier, "shift": shift,
+                                              "input_sum_offset": in_zero_point * count,
+                                              "output_zero_point": out_zero_point}))
 
     def _reshape(self, op, label: str) -> None:
         x = op.inputs[0]
-        source = self.source(x, label)
+        producer = self.source(x, label)
         in_shape, out_shape = self.shape(x, label), self.shape(op.outputs[0], label)
         if out_shape[0] != 1 or math.prod(in_shape) != out_shape[1] * out_shape[2]:
             raise StreamingError(f"{label}: reshape {in_shape} -> {out_shape} is not a flatten into one row.")
         if self.quantisation(x, label) != self.quantisation(op.outputs[0], label):
             raise StreamingError(f"{label}: a reshape that requantises is not supported by the C engine.")
         if in_shape[0] == 1:
-            self.producer[op.outputs[0]] = source  # the same bytes: no node
+            self.producer[op.outputs[0]] = producer  # the same bytes: no node
             return
-        self._add_node(op, Node(COLLECT, label, (source,), in_shape, out_shape, window=in_shape[0]))
+        self._add_node(op, Node(COLLECT, label, (producer,), in_shape, out_shape, window=in_shape[0]))
 
 
 def parse(tflite_model: bytes) -> Graph:
