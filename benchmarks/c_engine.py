@@ -92,11 +92,11 @@ def trained_model(net: str, shape: str) -> Path | None:
     return None
 
 
-def build(net: str, shape: str) -> tuple[keras.Model, str]:
+def model_to_measure(net: str, shape: str) -> tuple[keras.Model, str]:
     """The model to measure and where it came from."""
     path = trained_model(net, shape)
     if path is not None:
-        return tflite.load_student(path), f"trained: {path}"
+        return tflite.read_student(path), f"trained: {path}"
     keras.utils.set_random_seed(FLAGS.seed)
     return (models.get_model(net, shape, 10, WIDTH, n=N, downsampling=FLAGS.downsampling),
             f"freshly initialised (seed {FLAGS.seed})")
@@ -104,26 +104,26 @@ def build(net: str, shape: str) -> tuple[keras.Model, str]:
 
 def measure(name: str, net: str, shape: str, splits: data.Splits, work: Path) -> dict:
     """Export one model to int8 and C, run both checks, and collect what the tables need."""
-    model, source = build(net, shape)
-    logging.info("%s: %s", name, source)
+    model, origin = model_to_measure(net, shape)
+    logging.info("%s: %s", name, origin)
     int8 = tflite.convert_int8(tflite.deployable(model, splits.mean, splits.std), splits.train_images)
     sources = codegen.write_c_sources(int8, work / name / "c")
     reference = tflite.LiteRT(int8, "reference")
     inputs = tflite.quantize_pixels(splits.test_images, reference.input)
     expected = np.stack([reference.invoke(x) for x in inputs])
     result = {
-        "net": net, "shape": shape, "width_multiplier": WIDTH, "model": source,
+        "net": net, "shape": shape, "width_multiplier": WIDTH, "model": origin,
         "parameters": int(model.count_params()), "macs": tflite.count_macs(model),
-        "plan": sources.plan_summary(), "int8_flash_bytes": len(int8),
+        "plan": sources.layout_summary(), "int8_flash_bytes": len(int8),
         "tflm_arena_bytes": micro.measure_arena(int8).minimum,
-        "host": host.check(sources.directory, inputs, expected),
-        "cortex_m4": cortex_m4.check(sources.directory, inputs, expected),
+        "host": host.run_engine(sources.directory, inputs, expected),
+        "cortex_m4": cortex_m4.run_engine(sources.directory, inputs, expected),
     }
     if sources.macs_executed < sources.macs:
         # The engine skips rows no later layer reads; computing every row, as a whole-frame runtime such
         # as TFLite Micro does, shows what the skipping saves and makes the TFLM comparison like for like.
         every_row = codegen.write_c_sources(int8, work / name / "c_every_row", skip_dead_rows=False)
-        result["cortex_m4_every_row"] = cortex_m4.check(every_row.directory, inputs, expected)
+        result["cortex_m4_every_row"] = cortex_m4.run_engine(every_row.directory, inputs, expected)
     return result
 
 

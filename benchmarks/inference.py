@@ -114,7 +114,7 @@ def export(name: str, path: Path, export_dir: Path, splits: data.Splits) -> dict
             logging.info("Reusing the export of %s in %s.", name, out_dir)
             return report
     logging.info("Exporting %s (%s).", name, path)
-    model = tflite.load_student(path)
+    model = tflite.read_student(path)
     options = exporter.ExportOptions(micro_examples=min(32, len(splits.test_labels)), float_stream_examples=1,
                                      int8_stream_examples=FLAGS.stream_examples, latency_runs=FLAGS.runs,
                                      verbose=False)

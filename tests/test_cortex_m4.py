@@ -54,7 +54,7 @@ def student(cifar, tmp_path_factory):
 def test_student_is_bit_exact_on_the_cortex_m4_and_measured(tools, student):
     c_dir, inputs, expected, macs_executed, _ = student
     assert len(np.unique(expected, axis=0)) > 10  # the logits vary, so equality means something
-    result = cortex_m4.check(c_dir, inputs, expected)
+    result = cortex_m4.run_engine(c_dir, inputs, expected)
     assert result["images"] == IMAGES and result["mismatched"] == 0, result
     assert result["text"] > 0 and result["rodata"] > 0 and result["bss"] >= result["state_bytes"] > 0
     assert result["flash_bytes"] > result["engine_code_bytes"] + result["engine_const_bytes"]
@@ -69,7 +69,7 @@ def test_a_student_that_averages_row_pairs_is_bit_exact_on_the_cortex_m4(tools, 
     """`--downsampling=average`: the engine's AVERAGE_POOL (a rounded division) as the target's compiler builds it."""
     c_dir, inputs, expected, macs_executed, _ = _student(cifar, tmp_path / "c", "average", AVERAGE_IMAGES)
     assert len(np.unique(expected, axis=0)) > AVERAGE_IMAGES // 2
-    result = cortex_m4.check(c_dir, inputs, expected)
+    result = cortex_m4.run_engine(c_dir, inputs, expected)
     assert result["images"] == AVERAGE_IMAGES and result["mismatched"] == 0, result
     assert result["instructions_per_inference"] >= macs_executed / 2
 
@@ -78,7 +78,7 @@ def test_a_wrong_logit_is_a_mismatch(tools, student):
     c_dir, inputs, expected, _, _ = student
     wrong = expected[:5].copy()
     wrong[3, 7] ^= 1
-    result = cortex_m4.check(c_dir, inputs[:5], wrong)
+    result = cortex_m4.run_engine(c_dir, inputs[:5], wrong)
     assert (result["images"], result["mismatched"], result["mismatched_values"]) == (5, 1, 1)
 
 
@@ -147,7 +147,7 @@ def _images(count: int) -> np.ndarray:
 
 def test_instructions_are_counted_inside_the_engine_calls_only(tools, tmp_path):
     inputs = _images(3)
-    result = cortex_m4.check(_engine(tmp_path / "c", _LOOP), inputs, np.zeros((3, 2), np.int8))
+    result = cortex_m4.run_engine(_engine(tmp_path / "c", _LOOP), inputs, np.zeros((3, 2), np.int8))
     assert result["mismatched"] == 0
     # The engine's 2,002 per row plus counting the row and the harness's calls around it (a dozen or so);
     # startup (painting a 16 KiB stack) or the semihosting reads would add thousands.
@@ -157,25 +157,25 @@ def test_instructions_are_counted_inside_the_engine_calls_only(tools, tmp_path):
 def test_stack_high_water_mark_sees_the_engines_stack(tools, tmp_path):
     inputs = _images(2)
     expected = np.stack([inputs[:, -1, 0, 0], np.zeros(2, np.int8)], axis=1)
-    result = cortex_m4.check(_engine(tmp_path / "c", _STACK), inputs, expected)
+    result = cortex_m4.run_engine(_engine(tmp_path / "c", _STACK), inputs, expected)
     assert result["mismatched"] == 0
     assert 1024 <= result["peak_stack_bytes"] <= 1024 + 64
 
 
 def test_a_fault_on_the_target_is_a_clear_error(tools, tmp_path):
     with pytest.raises(ExportError, match=r"exited with 3 \(CPU fault\).*FAULT: exception 0x00000003 at pc"):
-        cortex_m4.check(_engine(tmp_path / "c", _FAULT), _images(1), np.zeros((1, 2), np.int8))
+        cortex_m4.run_engine(_engine(tmp_path / "c", _FAULT), _images(1), np.zeros((1, 2), np.int8))
 
 
 def test_an_unexpected_push_status_is_a_clear_error(tools, tmp_path):
     with pytest.raises(ExportError, match=r"exited with 5 \(unexpected pmkd_stream_push_row status\)"):
-        cortex_m4.check(_engine(tmp_path / "c", _NEVER_COMPLETE), _images(1), np.zeros((1, 2), np.int8))
+        cortex_m4.run_engine(_engine(tmp_path / "c", _NEVER_COMPLETE), _images(1), np.zeros((1, 2), np.int8))
 
 
 def test_a_missing_tool_is_reported_with_its_package(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     assert "arm-none-eabi-gcc not found: apt-get install gcc-arm-none-eabi" in cortex_m4.tools_missing()
-    result = cortex_m4.check(tmp_path, _images(1), np.zeros((1, 2), np.int8))
+    result = cortex_m4.run_engine(tmp_path, _images(1), np.zeros((1, 2), np.int8))
     assert set(result) == {"skipped"} and "qemu-system-arm not found: apt-get install qemu-system-arm" in \
         result["skipped"]
 

@@ -18,7 +18,7 @@ from helpers import randomise_batch_norm, require_tools, reshape_images
 
 from pmkd_tf import models
 from pmkd_tf.export import tflite
-from pmkd_tf.export.cstream import codegen, export, graph, host, plan
+from pmkd_tf.export.cstream import codegen, export, graph, host, layout
 from pmkd_tf.errors import ExportError, StreamingError
 
 TINY = 1 / 16
@@ -51,7 +51,7 @@ class Case:
         self.expected = np.stack([reference.invoke(x) for x in self.inputs])
         self.c_dir = tmp_path_factory.mktemp(f"{net}_{shape}") / "c"
         self.sources = codegen.write_c_sources(self.int8, self.c_dir)
-        self.host = host.check(self.c_dir, self.inputs, self.expected)
+        self.host = host.run_engine(self.c_dir, self.inputs, self.expected)
 
 
 # Every family in 1xN and a teacher; one non-square input (whose last pool leaves 2 rows to flatten) and one
@@ -125,7 +125,7 @@ def test_rows_no_layer_reads_are_skipped_and_computing_them_changes_nothing(case
     assert case.sources.macs_executed < 0.6 * case.sources.macs
     every_row = codegen.write_c_sources(case.int8, tmp_path / "c", skip_dead_rows=False)
     assert every_row.macs_executed == every_row.macs == case.sources.macs
-    result = host.check(every_row.directory, case.inputs, case.expected)
+    result = host.run_engine(every_row.directory, case.inputs, case.expected)
     assert result["mismatched"] == 0
     assert result["state_bytes"] >= case.host["state_bytes"]
     # A teacher's 3x3 stride-2 convs read every row: nothing to skip but the rows its VALID pools drop.
@@ -139,12 +139,12 @@ def test_a_pooling_student_reads_every_image_row(cases):
     assert {name: cases[name].sources.input_rows_read for name in pooled} == pooled
 
 
-def test_the_plan_is_checked_row_by_row(cases):
-    """`plan.check` replays the schedule: packing every ring at offset 0 must be caught, not compiled."""
-    good = plan.make_plan(graph.parse(cases["resnet18_1xN"].int8))
-    plan.check(good)
-    with pytest.raises(RuntimeError, match="memory plan: row .* was overwritten"):
-        plan.check(dataclasses.replace(good, offset=(0,) * len(good.offset)))
+def test_the_layout_is_verified_row_by_row(cases):
+    """`layout.verify_layout` replays the schedule: packing every ring at offset 0 must be caught, not compiled."""
+    good = layout.lay_out(graph.parse(cases["resnet18_1xN"].int8))
+    layout.verify_layout(good)
+    with pytest.raises(RuntimeError, match="memory layout: row .* was overwritten"):
+        layout.verify_layout(dataclasses.replace(good, offset=(0,) * len(good.offset)))
 
 
 def test_an_image_read_by_a_window_is_copied_into_a_line_buffer(compiler, cifar, tmp_path):
@@ -154,12 +154,12 @@ def test_an_image_read_by_a_window_is_copied_into_a_line_buffer(compiler, cifar,
     x = keras.layers.GlobalAveragePooling2D(keepdims=True)(x)
     logits = keras.layers.Reshape((10,))(keras.layers.Conv2D(10, 1)(x))
     int8 = tflite.convert_int8(keras.Model(inputs, logits), cifar.train_images[:CALIBRATION])
-    assert plan.make_plan(graph.parse(int8)).ring[0] == 3  # the caller's row alone would not do
+    assert layout.lay_out(graph.parse(int8)).ring[0] == 3  # the caller's row alone would not do
     reference = tflite.LiteRT(int8, "reference")
     inputs = tflite.quantize_pixels(cifar.test_images[:IMAGES], reference.input)
     expected = np.stack([reference.invoke(x) for x in inputs])
     sources = codegen.write_c_sources(int8, tmp_path / "c")
-    assert host.check(sources.directory, inputs, expected)["mismatched"] == 0
+    assert host.run_engine(sources.directory, inputs, expected)["mismatched"] == 0
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +185,7 @@ def test_a_model_of_1x1_convs_only_compiles_warning_free(compiler, cifar, tmp_pa
     sources = codegen.write_c_sources(tflite.convert_int8(keras.Model(inputs, logits), cifar.train_images[:20]),
                                       tmp_path / "c")
     assert "#define PMKD_MAX_WINDOW 1" in (sources.directory / "pmkd_stream.h").read_text()
-    host.build(sources.directory, tmp_path)
+    host.compile_program(sources.directory, tmp_path)
 
 
 API_CHECKS = 46  # the promises harness/api_check.c checks: all must be checked, none may fail
@@ -194,7 +194,7 @@ API_CHECKS = 46  # the promises harness/api_check.c checks: all must be checked,
 def test_the_api_reports_misuse_as_its_header_says(tiny_engine, tmp_path):
     """harness/api_check.c: NULL arguments, logits before the last row, rows past the end, resets."""
     assert tiny_engine.input_rows_read == 31  # the last row is dead, so "logits NULL mid-image" means something
-    program, _ = host.build(tiny_engine.directory, tmp_path, host.API_CHECK)
+    program, _ = host.compile_program(tiny_engine.directory, tmp_path, host.API_CHECK)
     run = subprocess.run([str(program)], capture_output=True, text=True, timeout=60)
     assert (run.returncode, run.stdout, run.stderr) == (0, f"checks {API_CHECKS} failed 0\n", "")
     header = (tiny_engine.directory / "pmkd_stream.h").read_text()
@@ -209,7 +209,7 @@ def test_the_host_harness_fails_on_an_unexpected_status(tiny_engine, tmp_path):
     assert engine.read_text().count(complete) == 1
     engine.write_text(engine.read_text().replace(complete, "return PMKD_OK; /* never complete */"))
     with pytest.raises(ExportError, match="pmkd_stream_push_row returned status 0, not 1, for row 31 of image 0"):
-        host.check(c_dir, np.zeros((1, 32, 32, 3), np.int8), np.zeros((1, 10), np.int8))
+        host.run_engine(c_dir, np.zeros((1, 32, 32, 3), np.int8), np.zeros((1, 10), np.int8))
 
 
 @pytest.fixture(scope="module")
@@ -240,7 +240,7 @@ def test_an_op_the_engine_lacks_is_one_line_and_leaves_no_c_dir(cifar, depthwise
 
 def test_the_cases_cover_every_kernel(cases):
     nodes = [node for case in cases.values() for node in graph.parse(case.int8).nodes]
-    assert {node.kind for node in nodes} == set(graph.KINDS)
+    assert {node.kind for node in nodes} == set(graph.NODE_KINDS)
     convs = {(node.window, node.kernel_w, node.stride) for node in nodes if node.kind == graph.CONV}
     assert {(3, 3, 1), (3, 3, 2), (1, 3, 1), (1, 3, 2), (1, 1, 1), (1, 1, 2)} <= convs
 

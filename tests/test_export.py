@@ -104,7 +104,7 @@ def test_int8_agrees_with_the_float_model_on_real_test_images(exported):
 
 def test_float_tflite_computes_the_keras_logits(exported, student_path, splits):
     out_dir, _ = exported
-    student = tflite.load_student(student_path)
+    student = tflite.read_student(student_path)
     expected = tflite.keras_logits(student, splits.test_images[:16], splits.mean, splits.std)
     got = tflite.LiteRT((out_dir / "model_float.tflite").read_bytes()).outputs(splits.test_images[:16])
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)

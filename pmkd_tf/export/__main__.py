@@ -102,7 +102,7 @@ def load_data(student, model_path: str) -> data.Splits:
 def run() -> dict:
     """Export the student the flags name; return the report."""
     options = _options()
-    student = tflite.load_student(FLAGS.model)
+    student = tflite.read_student(FLAGS.model)
     splits = load_data(student, FLAGS.model)
     report = exporter.export_student(student, splits, FLAGS.out_dir, splits.train_images, FLAGS.model, options)
     print(exporter.summary(report), end="")

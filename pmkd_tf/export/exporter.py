@@ -117,7 +117,7 @@ def _streaming(name: str, converted: dict[str, bytes], pixels: np.ndarray, int8_
 
 
 def export_student(student: keras.Model, splits: data.Splits, out_dir: str | Path, calibration_pixels: np.ndarray,
-                   source: str = "", options: ExportOptions = ExportOptions()) -> dict:
+                   model_path: str = "", options: ExportOptions = ExportOptions()) -> dict:
     """Convert, verify and package one PMKD model; write everything into `out_dir` and return the report.
 
     `calibration_pixels` are uint8 training images for int8 calibration;
@@ -156,7 +156,7 @@ def export_student(student: keras.Model, splits: data.Splits, out_dir: str | Pat
                                 default)
     arena = micro.measure_arena(int8_model)
     report = {
-        "model": source or student.name,
+        "model": model_path or student.name,
         "name": student.name,
         "dataset": splits.name,
         "parameters": int(student.count_params()),
@@ -189,7 +189,7 @@ def export_student(student: keras.Model, splits: data.Splits, out_dir: str | Pat
                                      options)
     report["streaming"]["tflm_arena_bytes"] = arena.minimum
     board = carray.BoardInfo(
-        source=Path(source).name if source else student.name, input_shape=tuple(default.input.shape[1:]),
+        origin=Path(model_path).name if model_path else student.name, input_shape=tuple(default.input.shape[1:]),
         input_scale=default.input.scale, input_zero_point=default.input.zero_point,
         output_scale=default.output.scale, output_zero_point=default.output.zero_point,
         class_names=tuple(splits.class_names), arena_bytes=arena.board, measured_arena_bytes=arena.minimum)

@@ -39,7 +39,7 @@ KERNELS = {
 }
 
 
-def load_student(path: str | Path) -> keras.Model:
+def read_student(path: str | Path) -> keras.Model:
     """Load a `.keras` model saved by the training pipeline and check it is a PMKD model."""
     path = Path(path).expanduser()
     if not path.is_file():

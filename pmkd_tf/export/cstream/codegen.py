@@ -9,7 +9,7 @@ model:
   complete `pmkd_stream` struct, so `sizeof(pmkd_stream)` is the model's RAM;
 * `pmkd_model.c` (generated): one `const` table entry per node, with its
   weights, folded biases, per-channel multipliers and shifts, the rows it
-  computes and where its rows live in the arena (`plan.py`).
+  computes and where its rows live in the arena (`layout.py`).
 
 The directory is written under a temporary name and renamed into place, so a
 model the engine cannot run (`StreamingError`) leaves no `c/` behind.
@@ -27,8 +27,8 @@ import numpy as np
 
 from pmkd_tf.export.cstream import graph as graph_module
 from pmkd_tf.export.cstream.graph import (ADD, AVERAGE_POOL, COLLECT, CONV, INPUT, MAX_POOL, MEAN, MUL, WINDOW_KINDS,
-                                          Graph, Node)
-from pmkd_tf.export.cstream.plan import Plan, make_plan
+                                          EngineNode, Graph)
+from pmkd_tf.export.cstream.layout import Layout, lay_out
 
 ENGINE_DIR = Path(__file__).resolve().parent / "engine"
 ENGINE_FILES = ("pmkd_stream.c", "pmkd_engine.h")
@@ -40,7 +40,7 @@ _KIND_ENUM = {INPUT: "PMKD_INPUT", CONV: "PMKD_CONV", MAX_POOL: "PMKD_MAX_POOL",
 
 @dataclasses.dataclass(frozen=True)
 class CSources:
-    """What `write_c_sources` wrote and what the plan says about it (the measured sizes come from compiling)."""
+    """What `write_c_sources` wrote and what the layout says about it (the measured sizes come from compiling)."""
 
     directory: Path
     files: tuple[str, ...]
@@ -52,8 +52,8 @@ class CSources:
     macs_executed: int
     input_rows_read: int
 
-    def plan_summary(self) -> dict:
-        """The report's view of the plan."""
+    def layout_summary(self) -> dict:
+        """The report's view of the layout (its "plan" section)."""
         return {"nodes": self.nodes, "arena_bytes": self.arena_bytes, "macs": self.macs,
                 "macs_executed": self.macs_executed, "input_rows_read": self.input_rows_read,
                 "input_rows": self.input_shape[0]}
@@ -82,14 +82,14 @@ def _shape(shape: tuple[int, int, int]) -> str:
     return "x".join(str(d) for d in shape)
 
 
-def _describe(index: int, node: Node, plan: Plan) -> str:
+def _describe(index: int, node: EngineNode, layout: Layout) -> str:
     """The comment above a node's tables: what it is, what it computes, where its rows live."""
-    live = plan.live[index]
+    live = layout.live[index]
     rows = f"{int(live.sum())} of {len(live)} rows" if not live.all() else f"all {len(live)} rows"
-    if plan.ring[index]:
-        where = f"ring of {plan.ring[index]} row(s) at arena byte {plan.offset[index]}"
-        if plan.chain[index] != index:
-            where += f", in place over node {plan.chain[index]}"
+    if layout.ring[index]:
+        where = f"ring of {layout.ring[index]} row(s) at arena byte {layout.offset[index]}"
+        if layout.ring_owner[index] != index:
+            where += f", in place over node {layout.ring_owner[index]}"
     else:
         where = "read in place from the caller's row"
     inputs = f" <- node {', '.join(str(i) for i in node.inputs)}" if node.inputs else ""
@@ -97,7 +97,7 @@ def _describe(index: int, node: Node, plan: Plan) -> str:
     return f"/* node {index}: {node.label}{inputs}, {shapes}; {rows}; {where} */"
 
 
-def _params(index: int, node: Node, plan: Plan) -> tuple[str, str]:
+def _params(index: int, node: EngineNode, layout: Layout) -> tuple[str, str]:
     """(C definitions of the node's constant arrays and parameter struct, the initializer of `.params`)."""
     p, name = node.params, f"node{index}"
     if node.kind == CONV:
@@ -127,13 +127,13 @@ def _params(index: int, node: Node, plan: Plan) -> tuple[str, str]:
         return code, f"&{name}_params"
     if node.kind == MEAN:
         code = (f"static const pmkd_mean {name}_params = {{\n"
-                f"    .sums = {plan.accumulator[index]}, .multiplier = {p['multiplier']}, .shift = {p['shift']},\n"
+                f"    .sums = {layout.accumulator[index]}, .multiplier = {p['multiplier']}, .shift = {p['shift']},\n"
                 f"    .input_sum_offset = {p['input_sum_offset']}, .output_zero_point = {p['output_zero_point']}}};\n")
         return code, f"&{name}_params"
     return "", "NULL"
 
 
-def _node_entry(index: int, node: Node, plan: Plan, params: str) -> str:
+def _node_entry(index: int, node: EngineNode, layout: Layout, params: str) -> str:
     inputs = list(node.inputs) + [0] * (2 - len(node.inputs))
     (in_h, in_w, in_c), (out_h, out_w, out_c) = node.in_shape, node.out_shape
     return (f"    {{.kind = {_KIND_ENUM[node.kind]}, .inputs = {len(node.inputs)}, .in = {{{inputs[0]}, {inputs[1]}}},"
@@ -142,33 +142,33 @@ def _node_entry(index: int, node: Node, plan: Plan, params: str) -> str:
             f".out_c = {out_c},\n"
             f"     .kh = {node.window}, .kw = {node.kernel_w}, .sh = {node.stride}, .sw = {node.stride_w}, "
             f".pad_top = {node.pad_top}, .pad_left = {node.pad_left},\n"
-            f"     .ring = {plan.ring[index]}, .offset = {plan.offset[index]}, "
+            f"     .ring = {layout.ring[index]}, .offset = {layout.offset[index]}, "
             f".act_min = {node.act[0]}, .act_max = {node.act[1]}}},\n")
 
 
-def model_source(plan: Plan, source: str) -> str:
+def model_source(layout: Layout, origin: str) -> str:
     """pmkd_model.c: the node table and every constant it points to."""
-    parts = [f"/* pmkd_model.c: the tables of {source} for the row-streaming engine (pmkd_stream.c).\n"
+    parts = [f"/* pmkd_model.c: the tables of {origin} for the row-streaming engine (pmkd_stream.c).\n"
              " * Generated by pmkd_tf.export.cstream; do not edit. All of it is const (flash). */\n"
              "#include <stddef.h>\n\n#include \"pmkd_engine.h\"\n"]
     entries = []
-    for index, node in enumerate(plan.graph.nodes):
-        code, params = _params(index, node, plan)
-        parts.append("\n" + _describe(index, node, plan) + "\n" + code
-                     + _array("uint8_t", f"node{index}_live", _bitmap(plan.live[index]), 16, "#04x"))
-        entries.append(f"    /* {index}: {node.label} */\n" + _node_entry(index, node, plan, params))
+    for index, node in enumerate(layout.graph.nodes):
+        code, params = _params(index, node, layout)
+        parts.append("\n" + _describe(index, node, layout) + "\n" + code
+                     + _array("uint8_t", f"node{index}_live", _bitmap(layout.live[index]), 16, "#04x"))
+        entries.append(f"    /* {index}: {node.label} */\n" + _node_entry(index, node, layout, params))
     parts.append("\nconst pmkd_node pmkd_nodes[PMKD_NODE_COUNT] = {\n" + "".join(entries) + "};\n")
     return "".join(parts)
 
 
-def header_source(plan: Plan, source: str) -> str:
+def header_source(layout: Layout, origin: str) -> str:
     """pmkd_stream.h: the API, the model's macros and the complete state struct."""
-    graph = plan.graph
+    graph = layout.graph
     height, width, channels = graph.input_shape
     max_window = max((node.window for node in graph.nodes if node.kind in WINDOW_KINDS), default=1)
     row_type = "uint8_t" if max(node.out_shape[0] for node in graph.nodes) < 255 and \
         max(node.in_shape[0] for node in graph.nodes) < 255 else "uint16_t"
-    return f"""/* pmkd_stream.h: {source} as a row-streaming C engine. Generated by pmkd_tf.export.cstream; do not edit.
+    return f"""/* pmkd_stream.h: {origin} as a row-streaming C engine. Generated by pmkd_tf.export.cstream; do not edit.
  *
  *     static pmkd_stream s;            all mutable state: sizeof(pmkd_stream) is the RAM, besides the stack
  *     pmkd_stream_reset(&s);           before each image (a static stream starts out reset)
@@ -181,7 +181,7 @@ def header_source(plan: Plan, source: str) -> str:
  * (with scale 1 and zero point -128: pixel - 128). The caller's row need only stay valid during the call.
  * The PMKD_NUM_CLASSES int8 logits equal model_int8.tflite's output bit for bit (LiteRT's reference
  * kernels, TFLite Micro); logit = (int8 - PMKD_OUTPUT_ZERO_POINT) * PMKD_OUTPUT_SCALE.
- * The logits depend on {plan.input_rows_read} of the {height} input rows; the engine skips the others (and
+ * The logits depend on {layout.input_rows_read} of the {height} input rows; the engine skips the others (and
  * every row no later layer reads), but every row must still be pushed: an image is complete after its last.
  *
  * Every misuse the calls can see is reported or harmless, as each says below. What they cannot see is the
@@ -204,7 +204,7 @@ def header_source(plan: Plan, source: str) -> str:
 
 /* The engine's sizes for this model. */
 #define PMKD_NODE_COUNT {len(graph.nodes)}
-#define PMKD_ARENA_BYTES {plan.arena_bytes}
+#define PMKD_ARENA_BYTES {layout.arena_bytes}
 #define PMKD_MAX_WINDOW {max_window}
 typedef {row_type} pmkd_row;
 
@@ -246,26 +246,26 @@ const int8_t *pmkd_stream_logits(const pmkd_stream *s);
 """
 
 
-def generate(int8_model: bytes, source: str = "model_int8.tflite",
-             skip_dead_rows: bool = True) -> tuple[dict[str, str], Plan]:
-    """The files of `c/` (name -> text) and the plan behind them; raises `StreamingError` if the engine cannot run
+def generate(int8_model: bytes, origin: str = "model_int8.tflite",
+             skip_dead_rows: bool = True) -> tuple[dict[str, str], Layout]:
+    """The files of `c/` (name -> text) and the layout behind them; raises `StreamingError` if the engine cannot run
     the model."""
     graph: Graph = graph_module.parse(int8_model)
-    plan = make_plan(graph, skip_dead_rows)
-    texts = {HEADER: header_source(plan, source), MODEL: model_source(plan, source)}
+    layout = lay_out(graph, skip_dead_rows)
+    texts = {HEADER: header_source(layout, origin), MODEL: model_source(layout, origin)}
     for name in ENGINE_FILES:
         texts[name] = (ENGINE_DIR / name).read_text()
-    return texts, plan
+    return texts, layout
 
 
-def write_c_sources(int8_model: bytes, c_dir: str | Path, source: str = "model_int8.tflite",
+def write_c_sources(int8_model: bytes, c_dir: str | Path, origin: str = "model_int8.tflite",
                     skip_dead_rows: bool = True) -> CSources:
     """Generate the C engine of an int8 model into `c_dir` (replacing it whole); see the module docstring.
 
     `skip_dead_rows=False` makes the engine compute every row, as a
     full-frame runtime does (same logits, more work), for comparisons.
     """
-    texts, plan = generate(int8_model, source, skip_dead_rows)
+    texts, layout = generate(int8_model, origin, skip_dead_rows)
     c_dir = Path(c_dir).expanduser()
     c_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{c_dir.name}.new.", dir=c_dir.parent))
@@ -281,7 +281,7 @@ def write_c_sources(int8_model: bytes, c_dir: str | Path, source: str = "model_i
             os.replace(staging, c_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    graph = plan.graph
+    graph = layout.graph
     return CSources(directory=c_dir, files=FILES, input_shape=graph.input_shape, classes=graph.classes,
-                    nodes=len(graph.nodes), arena_bytes=plan.arena_bytes, macs=plan.macs,
-                    macs_executed=plan.macs_executed, input_rows_read=plan.input_rows_read)
+                    nodes=len(graph.nodes), arena_bytes=layout.arena_bytes, macs=layout.macs,
+                    macs_executed=layout.macs_executed, input_rows_read=layout.input_rows_read)

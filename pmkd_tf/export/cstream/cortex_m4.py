@@ -22,8 +22,8 @@ measures what a board must budget:
   startup and semihosting I/O are left out; the harness's own calls add
   about a dozen instructions per row.
 
-A missing tool is not an error: `check` returns `{"skipped": "..."}` naming
-the Debian package, and `tools_missing()` lists what is absent.
+A missing tool is not an error: `run_engine` returns `{"skipped": "..."}`
+naming the Debian package, and `tools_missing()` lists what is absent.
 """
 
 from __future__ import annotations
@@ -32,13 +32,12 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from pmkd_tf.export.cstream import host
 from pmkd_tf.errors import ExportError
+from pmkd_tf.export.cstream.toolchain import Toolchain, read_stats
 
 TARGET_DIR = Path(__file__).resolve().parent / "target"
 TARGET_SOURCES = ("startup.c", "semihost.c", "m4_main.c")
@@ -46,14 +45,13 @@ LINKER_SCRIPT = "mps2_an386.ld"
 PLUGIN_SOURCE = "insn_count.c"
 MACHINE = "mps2-an386"
 
-# Executable -> the Debian package that provides it.
-TOOLS = {
+TOOLCHAIN = Toolchain("Cortex-M4 check", {
     "arm-none-eabi-gcc": "gcc-arm-none-eabi",
     "arm-none-eabi-size": "binutils-arm-none-eabi",
     "arm-none-eabi-nm": "binutils-arm-none-eabi",
     "qemu-system-arm": "qemu-system-arm",
     "cc": "gcc",
-}
+})
 NEWLIB = ("newlib (libc_nano.a)", "libnewlib-arm-none-eabi")
 
 # Cortex-M4 with its DSP extension (GCC defines __ARM_FEATURE_DSP for -mcpu=cortex-m4, so the
@@ -66,7 +64,6 @@ LDFLAGS = ("-nostartfiles", "--specs=nano.specs", "-Wl,--gc-sections")
 STACK_BYTES = 16 * 1024
 EXIT_CODES = {1: "a host file could not be read or written, or has the wrong size", 2: "no logits", 3: "CPU fault",
               4: "stack overflow: pass a larger stack_bytes", 5: "unexpected pmkd_stream_push_row status"}
-COMPILE_TIMEOUT_S = 300.0
 
 
 def _newlib_missing() -> bool:
@@ -77,47 +74,21 @@ def _newlib_missing() -> bool:
 
 
 def tools_missing() -> list[str]:
-    """The tools this check needs and cannot find, each as "<tool> not found: apt-get install <package>"."""
-    missing = [f"{tool} not found: apt-get install {package}" for tool, package in TOOLS.items()
-               if shutil.which(tool) is None]
+    """The tools this run needs and cannot find, each as "<tool> not found: apt-get install <package>"."""
+    missing = TOOLCHAIN.missing()
     if shutil.which("arm-none-eabi-gcc") is not None and _newlib_missing():
         missing.append(f"{NEWLIB[0]} not found: apt-get install {NEWLIB[1]}")
     return missing
 
 
-def _run(command: list[str], what: str, timeout_s: float, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run a tool; a failure or timeout becomes an ExportError that says which step and why, in one line."""
-    try:
-        result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout_s,
-                                stdin=subprocess.DEVNULL, check=False)
-    except subprocess.TimeoutExpired as error:
-        raise ExportError(f"Cortex-M4 check: {what} did not finish within {timeout_s:.0f} s "
-                          f"({Path(command[0]).name}); the machine may be overloaded, retry or check fewer "
-                          "images.") from error
-    if result.returncode != 0:
-        output = " ".join((result.stderr + " " + result.stdout).split())[:400]
-        raise ExportError(f"Cortex-M4 check: {what} failed (exit {result.returncode}): {output}")
-    return result
-
-
-def _first_line(command: list[str]) -> str:
-    return subprocess.run(command, capture_output=True, text=True, check=False).stdout.splitlines()[0].strip()
-
-
 def section_sizes(elf: Path) -> dict[str, int]:
     """Bytes of every allocated section of `elf`, from `arm-none-eabi-size -A`."""
-    output = _run(["arm-none-eabi-size", "-A", str(elf)], "arm-none-eabi-size", COMPILE_TIMEOUT_S).stdout
-    sizes = {}
-    for line in output.splitlines():
-        fields = line.split()
-        if len(fields) == 3 and fields[0].startswith(".") and fields[1].isdigit():
-            sizes[fields[0]] = int(fields[1])
-    return sizes
+    return dict(TOOLCHAIN.sections("arm-none-eabi-size", [elf]))
 
 
 def symbol_addresses(elf: Path, names: tuple[str, ...]) -> dict[str, int]:
     """Addresses of the named symbols in `elf` (Thumb bit cleared, as nm prints them)."""
-    output = _run(["arm-none-eabi-nm", str(elf)], "arm-none-eabi-nm", COMPILE_TIMEOUT_S).stdout
+    output = TOOLCHAIN.run_tool(["arm-none-eabi-nm", str(elf)], "arm-none-eabi-nm")
     addresses = {}
     for line in output.splitlines():
         fields = line.split()
@@ -125,7 +96,7 @@ def symbol_addresses(elf: Path, names: tuple[str, ...]) -> dict[str, int]:
             addresses[fields[2]] = int(fields[0], 16)
     absent = sorted(set(names) - set(addresses))
     if absent:
-        raise ExportError(f"Cortex-M4 check: {', '.join(absent)} missing from the linked program.")
+        raise ExportError(f"{TOOLCHAIN.name}: {', '.join(absent)} missing from the linked program.")
     return addresses
 
 
@@ -146,49 +117,28 @@ def objects_flash(map_text: str, objects: set[str]) -> dict[str, int]:
     return sizes
 
 
-def _stats(text: str) -> dict[str, int]:
-    """The target's `stats.txt`: one "name value" pair a line."""
-    return {name: int(value) for name, value in (line.split() for line in text.splitlines() if line.strip())}
-
-
 def _instructions(log: str) -> tuple[int, int]:
     """(windows, instructions) from the plugin's exit line."""
     found = re.search(r"insn_count windows=(\d+) instructions=(\d+)", log)
     if found is None:
-        raise ExportError(f"Cortex-M4 check: the instruction-count plugin printed no total; its log: {log[:200]!r}")
+        raise ExportError(f"{TOOLCHAIN.name}: the instruction-count plugin printed no total; its log: {log[:200]!r}")
     return int(found.group(1)), int(found.group(2))
 
 
-def build(c_dir: Path, work: Path, stack_bytes: int = STACK_BYTES) -> tuple[Path, set[str]]:
+def compile_elf(c_dir: Path, work: Path, stack_bytes: int = STACK_BYTES) -> tuple[Path, set[str]]:
     """Cross-compile `c_dir/*.c` with the target files into `work/app.elf`; also return the engine's objects.
 
     Each source becomes its own object so that the linker map attributes
     every kept section to the engine or to the harness.
     """
-    engine_sources = sorted(Path(c_dir).glob("*.c"))
-    if not engine_sources:
-        raise ExportError(f"Cortex-M4 check: no .c files in {c_dir}; export the C engine first.")
-    objects, engine_objects = [], set()
-    for source, prefix in [(s, "engine_") for s in engine_sources] + [(TARGET_DIR / s, "target_")
-                                                                      for s in TARGET_SOURCES]:
-        obj = work / f"{prefix}{source.stem}.o"
-        _run(["arm-none-eabi-gcc", *CFLAGS, f"-I{c_dir}", f"-I{TARGET_DIR}", "-c", str(source), "-o", str(obj)],
-             f"compiling {source.name} for the Cortex-M4", COMPILE_TIMEOUT_S)
-        objects.append(str(obj))
-        if prefix == "engine_":
-            engine_objects.add(obj.name)
+    compiler = ["arm-none-eabi-gcc", *CFLAGS, f"-I{c_dir}", f"-I{TARGET_DIR}"]
+    engine = TOOLCHAIN.compile_each(compiler, TOOLCHAIN.engine_sources(c_dir), work, "engine_")
+    target = TOOLCHAIN.compile_each(compiler, [TARGET_DIR / s for s in TARGET_SOURCES], work, "target_")
     elf = work / "app.elf"
-    _run(["arm-none-eabi-gcc", *CFLAGS, *LDFLAGS, "-T", str(TARGET_DIR / LINKER_SCRIPT),
-          f"-Wl,--defsym=__stack_size={stack_bytes}", f"-Wl,-Map={work / 'app.map'}", *objects, "-o", str(elf)],
-         "linking for the Cortex-M4", COMPILE_TIMEOUT_S)
-    return elf, engine_objects
-
-
-def _plugin(work: Path) -> Path:
-    plugin = work / "insn_count.so"
-    _run(["cc", "-shared", "-fPIC", "-O2", "-o", str(plugin), str(TARGET_DIR / PLUGIN_SOURCE)],
-         "building the QEMU instruction-count plugin", COMPILE_TIMEOUT_S)
-    return plugin
+    TOOLCHAIN.run_tool(["arm-none-eabi-gcc", *CFLAGS, *LDFLAGS, "-T", str(TARGET_DIR / LINKER_SCRIPT),
+                        f"-Wl,--defsym=__stack_size={stack_bytes}", f"-Wl,-Map={work / 'app.map'}",
+                        *map(str, engine + target), "-o", str(elf)], "linking app.elf")
+    return elf, {obj.name for obj in engine}
 
 
 def emulate(elf: Path, work: Path, images: int, timeout_s: float) -> tuple[int, int]:
@@ -198,27 +148,20 @@ def emulate(elf: Path, work: Path, images: int, timeout_s: float) -> tuple[int, 
     logits.bin and stats.txt in `work`. A non-zero exit says why, in one line.
     """
     markers = symbol_addresses(elf, ("m4_count_on", "m4_count_off"))
-    plugin = _plugin(work)
-    command = ["qemu-system-arm", "-M", MACHINE, "-nographic", "-monitor", "none",
-               "-semihosting-config", "enable=on,target=native", "-kernel", str(elf),
-               "-plugin", f"{plugin},on={markers['m4_count_on']:#x},off={markers['m4_count_off']:#x}",
-               "-d", "plugin", "-D", str(work / "plugin.log")]
-    try:
-        result = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=timeout_s,
-                                stdin=subprocess.DEVNULL, check=False)
-    except subprocess.TimeoutExpired as error:
-        raise ExportError(f"Cortex-M4 check: qemu-system-arm did not finish {images} images within {timeout_s:.0f} s; "
-                          "pass a larger timeout or fewer images.") from error
-    if result.returncode != 0:
-        output = " ".join((result.stdout + " " + result.stderr).split())[:400]
-        meaning = EXIT_CODES.get(result.returncode, "unexpected exit")
-        raise ExportError(f"Cortex-M4 check: the program under qemu-system-arm exited with {result.returncode} "
-                          f"({meaning}): {output}")
+    plugin = work / "insn_count.so"
+    TOOLCHAIN.run_tool(["cc", "-shared", "-fPIC", "-O2", "-o", str(plugin), str(TARGET_DIR / PLUGIN_SOURCE)],
+                       "building the QEMU instruction-count plugin")
+    TOOLCHAIN.run_tool(["qemu-system-arm", "-M", MACHINE, "-nographic", "-monitor", "none",
+                        "-semihosting-config", "enable=on,target=native", "-kernel", str(elf),
+                        "-plugin", f"{plugin},on={markers['m4_count_on']:#x},off={markers['m4_count_off']:#x}",
+                        "-d", "plugin", "-D", str(work / "plugin.log")],
+                       f"the program under qemu-system-arm ({images} images)", timeout_s, cwd=work,
+                       exit_meanings=EXIT_CODES)
     return _instructions((work / "plugin.log").read_text())
 
 
-def check(c_dir: Path, inputs: np.ndarray, expected: np.ndarray, timeout_s: float | None = None,
-          stack_bytes: int = STACK_BYTES) -> dict:
+def run_engine(c_dir: Path, inputs: np.ndarray, expected: np.ndarray, timeout_s: float | None = None,
+               stack_bytes: int = STACK_BYTES) -> dict:
     """Run the C engine in `c_dir` on a QEMU Cortex-M4 on every input; compare with `expected`; measure.
 
     inputs: int8 (N, H, W, C), quantised as model_int8.tflite's input.
@@ -226,43 +169,32 @@ def check(c_dir: Path, inputs: np.ndarray, expected: np.ndarray, timeout_s: floa
     timeout_s: limit for the QEMU run (default 120 s + 2 s per image).
     Returns the report's "cortex_m4" section, or {"skipped": ...} if a tool is missing.
     """
-    missing = tools_missing()
-    if missing:
-        return {"skipped": "; ".join(missing)}
-    inputs, expected = host.check_arrays(inputs, expected, "Cortex-M4 check")
-    count, rows = len(inputs), int(inputs.shape[1])
-    with tempfile.TemporaryDirectory(prefix="pmkd_cortex_m4_") as directory:
-        work = Path(directory)
-        elf, engine_objects = build(Path(c_dir), work, stack_bytes)
-        (work / "images.bin").write_bytes(np.ascontiguousarray(inputs).tobytes())
+
+    def execute(work: Path, count: int) -> tuple[dict[str, int], dict]:
+        elf, engine_objects = compile_elf(Path(c_dir), work, stack_bytes)
         windows, instructions = emulate(elf, work, count, 120.0 + 2.0 * count if timeout_s is None else timeout_s)
-        stats = _stats((work / "stats.txt").read_text())
-        logits = np.fromfile(work / "logits.bin", np.int8)
+        rows = int(np.shape(inputs)[1])
+        if windows != rows * count:
+            raise ExportError(f"{TOOLCHAIN.name}: the program made {windows} engine calls for {count} images of "
+                              f"{rows} rows (does c/ match the model?).")
         sizes = section_sizes(elf)
         engine = objects_flash((work / "app.map").read_text(), engine_objects)
-    if logits.size != expected.size or stats["images"] != count or windows != rows * count:
-        raise ExportError(f"Cortex-M4 check: the program returned {logits.size} logits for {stats['images']} images "
-                          f"in {windows} engine calls; expected {expected.size} for {count} in {rows * count} "
-                          "(does c/ match the model?).")
-    logits = logits.reshape(expected.shape)
-    # Flash holds the code, the constants (with any unwind index libgcc brings) and .data's initial values.
-    flash = sum(sizes.get(name, 0) for name in (".text", ".rodata", ".ARM.exidx", ".data"))
-    return {
-        "images": count,
-        "mismatched": int(np.any(logits != expected, axis=1).sum()),
-        "mismatched_values": int(np.sum(logits != expected)),
-        "state_bytes": stats["state_bytes"],
-        "peak_stack_bytes": stats["peak_stack_bytes"],
-        "program_stack_bytes": stats["program_stack_bytes"],
-        "stack_bytes": stats["stack_bytes"],
-        "text": sizes.get(".text", 0),
-        "rodata": sizes.get(".rodata", 0),
-        "data": sizes.get(".data", 0),
-        "bss": sizes.get(".bss", 0),
-        "flash_bytes": flash,
-        "engine_code_bytes": engine["code_bytes"],
-        "engine_const_bytes": engine["const_bytes"],
-        "instructions_per_inference": int(round(instructions / count)),
-        "compiler": f"{_first_line(['arm-none-eabi-gcc', '--version'])} {' '.join(CFLAGS)} {' '.join(LDFLAGS)}",
-        "qemu": f"{_first_line(['qemu-system-arm', '--version'])} -M {MACHINE}",
-    }
+        # Flash holds the code, the constants (with any unwind index libgcc brings) and .data's initial values.
+        flash = sum(sizes.get(name, 0) for name in (".text", ".rodata", ".ARM.exidx", ".data"))
+        stats = read_stats((work / "stats.txt").read_text())
+        return stats, {
+            "program_stack_bytes": stats["program_stack_bytes"],
+            "stack_bytes": stats["stack_bytes"],
+            "text": sizes.get(".text", 0),
+            "rodata": sizes.get(".rodata", 0),
+            "data": sizes.get(".data", 0),
+            "bss": sizes.get(".bss", 0),
+            "flash_bytes": flash,
+            "engine_code_bytes": engine["code_bytes"],
+            "engine_const_bytes": engine["const_bytes"],
+            "instructions_per_inference": int(round(instructions / count)),
+            "compiler": f"{TOOLCHAIN.version('arm-none-eabi-gcc')} {' '.join(CFLAGS)} {' '.join(LDFLAGS)}",
+            "qemu": f"{TOOLCHAIN.version('qemu-system-arm')} -M {MACHINE}",
+        }
+
+    return TOOLCHAIN.run_engine(inputs, expected, execute)

@@ -32,11 +32,12 @@ def validate_mode(mode: str) -> None:
         raise ExportError(f"--c_engine={mode!r}: choose one of {', '.join(MODES)}.")
 
 
-def _checked(target: str, check: Callable[..., dict], c_dir: Path, inputs: np.ndarray, expected: np.ndarray) -> dict:
-    """One check's section; a failing tool run becomes {"error": ...}, and anything short of a pass is logged."""
+def _run_on(target: str, run_engine: Callable[..., dict], c_dir: Path, inputs: np.ndarray,
+            expected: np.ndarray) -> dict:
+    """One target's section; a failing tool run becomes {"error": ...}, and anything short of a pass is logged."""
     logging.info("Running the C engine on %d test images (%s).", len(inputs), TARGETS[target])
     try:
-        result = check(c_dir, inputs, expected)
+        result = run_engine(c_dir, inputs, expected)
     except ExportError as error:
         result = {"error": str(error)}
     problem = problem_of(target, result)
@@ -76,10 +77,10 @@ def export_c(int8_model: bytes, c_dir: str | Path, inputs: np.ndarray, expected:
         shutil.rmtree(c_dir, ignore_errors=True)  # a c/ of an earlier export would not match this model
         logging.warning("C engine refused the model: %s", error)
         return {"refused": str(error)}
-    section: dict = {"files": [str(c_dir / name) for name in sources.files], "plan": sources.plan_summary()}
-    section["host"] = _checked("host", host.check, c_dir, inputs, expected)
-    section["cortex_m4"] = _checked("cortex_m4", cortex_m4.check, c_dir, inputs[:cortex_m4_examples],
-                                    expected[:cortex_m4_examples])
+    section: dict = {"files": [str(c_dir / name) for name in sources.files], "plan": sources.layout_summary()}
+    section["host"] = _run_on("host", host.run_engine, c_dir, inputs, expected)
+    section["cortex_m4"] = _run_on("cortex_m4", cortex_m4.run_engine, c_dir, inputs[:cortex_m4_examples],
+                                   expected[:cortex_m4_examples])
     measured = [section[t]["state_bytes"] for t in TARGETS if "state_bytes" in section[t]]
     if measured:
         section["state_bytes"] = measured[0]
@@ -113,8 +114,8 @@ def summary_lines(section: dict) -> list[str]:
         return [f"  C engine          {section['skipped']}"]
     if "refused" in section:
         return [f"  C engine          refused: {section['refused']}"]
-    plan = section["plan"]
-    lines = [f"  C engine          c/: {plan['nodes']} nodes, {plan['arena_bytes']:,} B arena; reads "
-             f"{plan['input_rows_read']} of {plan['input_rows']} input rows, {plan['macs_executed']:,} of "
-             f"{plan['macs']:,} MACs (rows no layer reads are skipped)"]
+    layout = section["plan"]
+    lines = [f"  C engine          c/: {layout['nodes']} nodes, {layout['arena_bytes']:,} B arena; reads "
+             f"{layout['input_rows_read']} of {layout['input_rows']} input rows, {layout['macs_executed']:,} of "
+             f"{layout['macs']:,} MACs (rows no layer reads are skipped)"]
     return lines + [f"                    {_line(target, section[target])}" for target in TARGETS]

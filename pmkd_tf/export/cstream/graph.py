@@ -39,7 +39,7 @@ from pmkd_tf.export.tflite_arithmetic import mean_multiplier, quantize_multiplie
 
 INPUT, CONV, MAX_POOL, AVERAGE_POOL, ADD, MUL, MEAN, COLLECT = (
     "input", "conv", "max_pool", "average_pool", "add", "mul", "mean", "collect")
-KINDS = (INPUT, CONV, MAX_POOL, AVERAGE_POOL, ADD, MUL, MEAN, COLLECT)
+NODE_KINDS = (INPUT, CONV, MAX_POOL, AVERAGE_POOL, ADD, MUL, MEAN, COLLECT)
 WINDOW_KINDS = (CONV, MAX_POOL, AVERAGE_POOL)  # the kernels that hold `window` input rows (PMKD_MAX_WINDOW)
 SUPPORTED_OPS = ("CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D", "ADD", "MUL", "MEAN", "RESHAPE")
 # ADD rescales both inputs to a common scale after this left shift (TFLite's value for int8).
@@ -54,7 +54,7 @@ _ACTIVATIONS = {schema.ActivationFunctionType.NONE: "NONE", schema.ActivationFun
 
 
 @dataclasses.dataclass
-class Node:
+class EngineNode:
     """One op of the model as the C engine runs it: its rows, and its kernel's integer parameters.
 
     (The Python streamer's counterpart, whose rows LiteRT computes, is
@@ -98,7 +98,7 @@ class Node:
 class Graph:
     """The nodes in execution order (a topological order; node 0 is the image) and the model's I/O."""
 
-    nodes: tuple[Node, ...]
+    nodes: tuple[EngineNode, ...]
     input_scale: float
     input_zero_point: int
     output_scale: float
@@ -160,7 +160,7 @@ class _Parser:
             raise StreamingError(f"The model has {len(self.graph.inputs)} inputs and {len(self.graph.outputs)} "
                                  "outputs; the C engine runs one image into one logits row.")
         self.producer: dict[int, int] = {}  # tensor index -> node index
-        self.nodes: list[Node] = []
+        self.nodes: list[EngineNode] = []
 
     def tensor(self, index: int):
         return self.graph.tensors[index]
@@ -197,7 +197,7 @@ class _Parser:
             raise StreamingError(f"{label}: tensor shape {shape} is outside the engine's 1..{MAX_DIMENSION} range.")
         return hwc
 
-    def source(self, index: int, label: str) -> int:
+    def producer_of(self, index: int, label: str) -> int:
         if index not in self.producer:
             raise StreamingError(f"{label}: input tensor {index} is neither the image nor an earlier op's output.")
         return self.producer[index]
@@ -206,7 +206,7 @@ class _Parser:
         image = self.graph.inputs[0]
         label = "the model input"
         scale, zero_point = self.quantisation(image, label)
-        self.nodes.append(Node(INPUT, "image", (), (0, 0, 0), self.shape(image, label)))
+        self.nodes.append(EngineNode(INPUT, "image", (), (0, 0, 0), self.shape(image, label)))
         self.producer[image] = 0
         for index, op in enumerate(self.graph.operators):
             name = flatbuffer.op_name(self.model, op)
@@ -226,7 +226,7 @@ class _Parser:
                                  "returns one logits row.")
         return Graph(tuple(self.nodes), scale, zero_point, out_scale, out_zero_point)
 
-    def _add_node(self, op, node: Node) -> None:
+    def _add_node(self, op, node: EngineNode) -> None:
         self.nodes.append(node)
         self.producer[op.outputs[0]] = len(self.nodes) - 1
 
@@ -235,7 +235,7 @@ class _Parser:
         if options.dilationHFactor != 1 or options.dilationWFactor != 1:
             raise StreamingError(f"{label}: dilated convolutions are not supported by the C engine.")
         x, w, b = (list(op.inputs) + [-1])[:3]
-        producer = self.source(x, label)
+        producer = self.producer_of(x, label)
         in_shape, out_shape = self.shape(x, label), self.shape(op.outputs[0], label)
         weights = self.constant(w)
         if weights is None or weights.ndim != 4 or weights.shape[3] != in_shape[2] \
@@ -263,7 +263,7 @@ class _Parser:
         folded = bias.astype(np.int64) - in_zero_point * weights.reshape(out_c, -1).astype(np.int64).sum(axis=1)
         if np.any(np.abs(folded) >= 2 ** 31):
             raise StreamingError(f"{label}: the folded bias overflows int32.")
-        self._add_node(op, Node(
+        self._add_node(op, EngineNode(
             CONV, f"{label} {kh}x{kw} stride {options.strideH}x{options.strideW}", (producer,), in_shape, out_shape,
             window=kh, stride=options.strideH, pad_top=top, kernel_w=kw, stride_w=options.strideW, pad_left=left,
             act=activation_range(options.fusedActivationFunction, out_scale, out_zero_point, label),
@@ -295,9 +295,9 @@ class _Parser:
             raise StreamingError(f"{label}: input and output quantisation differ; TFLite's int8 pools need them "
                                  "equal.")
         out_scale, out_zero_point = self.quantisation(op.outputs[0], label)
-        self._add_node(op, Node(
+        self._add_node(op, EngineNode(
             kind, f"{label} {options.filterHeight}x{options.filterWidth} stride {options.strideH}x{options.strideW}",
-            (self.source(x, label),), in_shape, out_shape, window=options.filterHeight, stride=options.strideH,
+            (self.producer_of(x, label),), in_shape, out_shape, window=options.filterHeight, stride=options.strideH,
             pad_top=top, kernel_w=options.filterWidth, stride_w=options.strideW, pad_left=left,
             act=activation_range(options.fusedActivationFunction, out_scale, out_zero_point, label)))
 
@@ -316,7 +316,7 @@ class _Parser:
                 if self.shape(index, label) != out_shape:
                     raise StreamingError(f"{label}: input {self.shape(index, label)} and output {out_shape} differ; "
                                          "the C engine broadcasts only per-channel constants.")
-                producers.append(self.source(index, label))
+                producers.append(self.producer_of(index, label))
                 continue
             shape = [int(d) for d in self.tensor(index).shape]
             if values.size not in (1, out_shape[2]) or any(d != 1 for d in shape[:-1]):
@@ -345,7 +345,7 @@ class _Parser:
             # mul.cc Prepare: input1 * input2 / output scale, in double.
             params.update(zip(("output_multiplier", "output_shift"),
                               _multiplier(float(scales[0]) * float(scales[1]) / float(out_scale), label)))
-        self._add_node(op, Node(kind, label, producers, out_shape, out_shape,
+        self._add_node(op, EngineNode(kind, label, producers, out_shape, out_shape,
                                       act=activation_range(op.builtinOptions.fusedActivationFunction, out_scale,
                                                            out_zero_point, label),
                                       params=params))
@@ -369,7 +369,7 @@ class _Parser:
                                                                   self.quantisation(op.outputs[0], label))
         count = in_shape[0] * in_shape[1]
         multiplier, shift = mean_multiplier(in_scale, out_scale, count, lambda real: _multiplier(real, label))
-        self._add_node(op, Node(MEAN, label, (self.source(x, label),), in_shape, out_shape,
+        self._add_node(op, EngineNode(MEAN, label, (self.producer_of(x, label),), in_shape, out_shape,
                                       window=in_shape[0],
                                       params={"multiplier": multiplier, "shift": shift,
                                               "input_sum_offset": in_zero_point * count,
@@ -377,7 +377,7 @@ class _Parser:
 
     def _reshape(self, op, label: str) -> None:
         x = op.inputs[0]
-        producer = self.source(x, label)
+        producer = self.producer_of(x, label)
         in_shape, out_shape = self.shape(x, label), self.shape(op.outputs[0], label)
         if out_shape[0] != 1 or math.prod(in_shape) != out_shape[1] * out_shape[2]:
             raise StreamingError(f"{label}: reshape {in_shape} -> {out_shape} is not a flatten into one row.")
@@ -386,7 +386,7 @@ class _Parser:
         if in_shape[0] == 1:
             self.producer[op.outputs[0]] = producer  # the same bytes: no node
             return
-        self._add_node(op, Node(COLLECT, label, (producer,), in_shape, out_shape, window=in_shape[0]))
+        self._add_node(op, EngineNode(COLLECT, label, (producer,), in_shape, out_shape, window=in_shape[0]))
 
 
 def parse(tflite_model: bytes) -> Graph:

@@ -6,7 +6,7 @@
  * network as it can before the next row is read, so a 1xN network holds one row per layer in flight
  * plus its stem's line buffer, and an NxN one N rows per layer. Which rows are computed (rows that
  * no later layer reads are skipped) and where every row lives in the arena (rows never alive at the
- * same time share bytes) was planned offline by pmkd_tf.export.cstream, whose plan.py simulates this
+ * same time share bytes) was laid out offline by pmkd_tf.export.cstream, whose layout.py simulates this
  * very loop; the engine only follows the tables.
  *
  * The arithmetic is that of TFLite's int8 reference kernels (what LiteRT's reference kernels and

@@ -1,7 +1,7 @@
-"""The offline plan of the C engine: which rows it computes, in which order, and where each row lives.
+"""The offline layout of the C engine: which rows it computes, in which order, and where each row lives.
 
 Everything about an inference is static: the graph, the image size, and
-therefore the whole sequence of row computations. So it is planned here,
+therefore the whole sequence of row computations. So it is laid out here,
 once, and the engine only follows tables:
 
 1. Live rows. Walking back from the logits, a row is live if some live
@@ -25,7 +25,7 @@ once, and the engine only follows tables:
    2x1 pool reads an odd input row as soon as it is written, while the even
    row before it waits for it: other rows use the odd slot in between.)
 
-`check` re-runs the schedule against the finished plan and proves that no
+`verify_layout` re-runs the schedule against the finished layout and proves that no
 two live rows ever share a byte.
 """
 
@@ -36,12 +36,12 @@ import dataclasses
 
 import numpy as np
 
-from pmkd_tf.export.cstream.graph import ADD, INPUT, MEAN, MUL, Graph, Node
+from pmkd_tf.export.cstream.graph import ADD, INPUT, MEAN, MUL, Graph, EngineNode
 
 WORD = 4  # the MEAN sums are int32
 
 
-def rows_read(node: Node, out_row: int) -> range:
+def rows_read(node: EngineNode, out_row: int) -> range:
     """The input rows output row `out_row` of a window node reads (rows outside the input are padding)."""
     start = out_row * node.stride - node.pad_top
     return range(max(start, 0), min(start + node.window, node.in_shape[0]))
@@ -126,19 +126,19 @@ def schedule(graph: Graph, live: list[np.ndarray]) -> list[Event]:
     for row in range(graph.input_shape[0]):
         engine.push(row)
     if not engine.produced(len(graph.nodes) - 1):
-        raise RuntimeError("the schedule ended before the logits were computed")  # a planner bug, not user input
+        raise RuntimeError("the schedule ended before the logits were computed")  # a layout bug, not user input
     return engine.events
 
 
 @dataclasses.dataclass(frozen=True)
-class Plan:
-    """The engine's tables for one model.
+class Layout:
+    """The engine's tables for one model: which rows each node computes, and where they live.
 
     live: per node, the output rows it computes. ring: per node, the rows
     of its output ring (0 = the image, read from the caller's row in place).
-    offset: per node, the arena byte offset of its ring; chain: per node,
-    the first node of the in-place chain whose ring it shares (itself if
-    none); accumulator: per MEAN node, the offset of its int32 sums.
+    offset: per node, the arena byte offset of its ring; ring_owner: per
+    node, the first of the nodes that write in place into its ring (itself
+    if none); accumulator: per MEAN node, the offset of its int32 sums.
     `steps` counts the schedule's events.
     """
 
@@ -146,7 +146,7 @@ class Plan:
     live: tuple[np.ndarray, ...]
     ring: tuple[int, ...]
     offset: tuple[int, ...]
-    chain: tuple[int, ...]
+    ring_owner: tuple[int, ...]
     accumulator: dict[int, int]
     arena_bytes: int
     steps: int
@@ -168,7 +168,7 @@ class Plan:
 
 @dataclasses.dataclass
 class _Region:
-    """A ring shared by one or more nodes (in-place chains), or a MEAN's sums, with its lifetime in steps."""
+    """A ring shared by one or more nodes (writing in place), or a MEAN's sums, with its lifetime in steps."""
 
     members: list[int]
     bytes_per_row: int
@@ -226,7 +226,7 @@ def _image_in_place(events: list[Event], deaths: dict[int, int]) -> bool:
 
 
 def _regions(graph: Graph, live: list[np.ndarray], births, deaths, sums, copy_image: bool) -> tuple[list, dict]:
-    """The arena regions: one ring per in-place chain of nodes, plus the MEAN sums; and each node's region."""
+    """The arena regions: one ring per group of nodes writing in place, plus the MEAN sums; and each node's region."""
     region_of: dict[int, _Region] = {}
     regions: list[_Region] = []
     for index, node in enumerate(graph.nodes):
@@ -277,8 +277,8 @@ def _place(regions: list[_Region], steps: int) -> int:
     return max((r.offset + r.size for r in regions), default=0)
 
 
-def make_plan(graph: Graph, skip_dead_rows: bool = True) -> Plan:
-    """Live rows, schedule and arena layout for `graph`; checked before it is returned."""
+def lay_out(graph: Graph, skip_dead_rows: bool = True) -> Layout:
+    """Live rows, schedule and arena layout for `graph`; verified before it is returned."""
     live = live_rows(graph, skip_dead_rows)
     events = schedule(graph, live)
     births, deaths, sums = _lifetimes(graph, live, events)
@@ -286,54 +286,54 @@ def make_plan(graph: Graph, skip_dead_rows: bool = True) -> Plan:
     regions, region_of = _regions(graph, live, births, deaths, sums, copy_image)
     arena = _place(regions, len(events))
     nodes = range(len(graph.nodes))
-    plan = Plan(
+    layout = Layout(
         graph=graph, live=tuple(live),
         ring=tuple(region_of[i].rows if i in region_of else 0 for i in nodes),
         offset=tuple(region_of[i].offset if i in region_of else 0 for i in nodes),
-        chain=tuple(region_of[i].members[0] if i in region_of else i for i in nodes),
+        ring_owner=tuple(region_of[i].members[0] if i in region_of else i for i in nodes),
         accumulator={-r.members[0]: r.offset for r in regions if r.members[0] < 0},
         arena_bytes=arena, steps=len(events))
-    check(plan)
-    return plan
+    verify_layout(layout)
+    return layout
 
 
-def check(plan: Plan) -> None:
-    """Replay the schedule on the plan: every row read must still be intact, no two live rows may share a byte.
+def verify_layout(layout: Layout) -> None:
+    """Replay the schedule on the layout: every row read must still be intact, no two live rows may share a byte.
 
-    Each arena byte records which (in-place chain, row) last wrote it; a row
+    Each arena byte records which (ring owner, row) last wrote it; a row
     overwritten before its last read (or by the output of the step reading
-    it), or a MEAN sum clobbered between its steps, is a planner bug and
+    it), or a MEAN sum clobbered between its steps, is a layout bug and
     raises RuntimeError.
     """
-    graph = plan.graph
-    owner = np.full(max(plan.arena_bytes, 1), -1, np.int64)
+    graph = layout.graph
+    owner = np.full(max(layout.arena_bytes, 1), -1, np.int64)
     image_row = -1
 
     def span(index: int, row: int) -> slice:
-        start = plan.offset[index] + (row % plan.ring[index]) * graph.nodes[index].row_bytes
+        start = layout.offset[index] + (row % layout.ring[index]) * graph.nodes[index].row_bytes
         return slice(start, start + graph.nodes[index].row_bytes)
 
     def tag(index: int, row: int) -> int:
-        return plan.chain[index] * 65536 + row
+        return layout.ring_owner[index] * 65536 + row
 
     def write(index: int, row: int) -> None:
-        if plan.ring[index]:
+        if layout.ring[index]:
             owner[span(index, row)] = tag(index, row)
 
     def verify(index: int, row: int, what: str) -> None:
-        if plan.ring[index] and np.any(owner[span(index, row)] != tag(index, row)):
-            raise RuntimeError(f"memory plan: row {row} of node {index} was overwritten before {what}")
-        if not plan.ring[index] and row != image_row:
-            raise RuntimeError(f"memory plan: image row {row} was read after the caller's buffer moved on")
+        if layout.ring[index] and np.any(owner[span(index, row)] != tag(index, row)):
+            raise RuntimeError(f"memory layout: row {row} of node {index} was overwritten before {what}")
+        if not layout.ring[index] and row != image_row:
+            raise RuntimeError(f"memory layout: image row {row} was read after the caller's buffer moved on")
 
-    for event in schedule(graph, list(plan.live)):
+    for event in schedule(graph, list(layout.live)):
         node = graph.nodes[event.node]
         for producer, row in event.reads:
             verify(producer, row, f"node {event.node} read it")
         if node.kind == MEAN:
-            sums = slice(plan.accumulator[event.node], plan.accumulator[event.node] + WORD * node.in_shape[2])
+            sums = slice(layout.accumulator[event.node], layout.accumulator[event.node] + WORD * node.in_shape[2])
             if event.row and np.any(owner[sums] != -2 - event.node):
-                raise RuntimeError(f"memory plan: the sums of node {event.node} were overwritten")
+                raise RuntimeError(f"memory layout: the sums of node {event.node} were overwritten")
             owner[sums] = -2 - event.node
             if event.row == node.in_shape[0] - 1:
                 write(event.node, 0)
@@ -341,9 +341,9 @@ def check(plan: Plan) -> None:
             write(event.node, event.row)
         else:
             image_row = event.row
-            if plan.live[0][event.row]:
+            if layout.live[0][event.row]:
                 write(0, event.row)
         for producer, row in event.reads:  # a kernel reads its inputs while it writes (in place only elementwise)
-            if plan.chain[producer] != plan.chain[event.node]:
+            if layout.ring_owner[producer] != layout.ring_owner[event.node]:
                 verify(producer, row, f"node {event.node} wrote its output")
     verify(len(graph.nodes) - 1, 0, "the caller read the logits")
