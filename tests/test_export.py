@@ -228,8 +228,9 @@ def test_cli_refuses_a_model_that_is_not_a_pmkd_model(tmp_path):
 
 @pytest.mark.parametrize("flags, fragment", [
     (["--model={missing}", "--out_dir={tmp}"], "does not exist"),
-    (["--out_dir={tmp}"], "--model is required"),
-    (["--model={missing}", "--out_dir={tmp}", "--calibration_examples=0"], "--calibration_examples must be positive"),
+    (["--out_dir={tmp}"], "--model must have a value"),
+    (["--model={missing}", "--out_dir={tmp}", "--calibration_examples=0"], "--calibration_examples=0: 0 is not"),
+    (["--model={missing}", "--out_dir={tmp}", "--c_engine=maybe"], "--c_engine=maybe: value should be one of"),
 ])
 def test_cli_user_mistakes_are_one_line_and_exit_code_2(flags, fragment, tmp_path):
     args = [f.format(missing=tmp_path / "nope.keras", tmp=tmp_path) for f in flags]

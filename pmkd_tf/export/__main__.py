@@ -22,11 +22,12 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from absl import app, flags
 
 from pmkd_tf import data
-from pmkd_tf.errors import ExportError, UserError
+from pmkd_tf.errors import UserError
 from pmkd_tf.export import exporter, tflite
 from pmkd_tf.export.cstream import export as cstream
 
@@ -37,54 +38,38 @@ flags.DEFINE_string("dataset", None, f"Dataset the student was trained on: {data
 flags.DEFINE_string("data_dir", None, "Image-folder root (<data_dir>/<dataset>/{train,test}/<class>/*); default: the "
                     f"run's folder, else ${data.ENV_DATA_DIR}, else tensorflow-datasets.")
 flags.DEFINE_string("out_dir", None, "Folder for the .tflite files, board sources and report.")
-flags.DEFINE_integer("calibration_examples", 300, "Training images for int8 calibration (never test images).")
-flags.DEFINE_integer("test_examples", None, "Test images to measure accuracy on (default: the whole test set).")
-flags.DEFINE_integer("micro_examples", 32, "Test images run through TFLite Micro and compared with LiteRT.")
-flags.DEFINE_integer("float_stream_examples", 4, "Test images streamed row by row through the float model.")
+flags.DEFINE_integer("calibration_examples", 300, "Training images for int8 calibration (never test images).",
+                     lower_bound=1)
+flags.DEFINE_integer("test_examples", None, "Test images to measure accuracy on (default: the whole test set).",
+                     lower_bound=1)
+flags.DEFINE_integer("micro_examples", 32, "Test images run through TFLite Micro and compared with LiteRT.",
+                     lower_bound=1)
+flags.DEFINE_integer("float_stream_examples", 4, "Test images streamed row by row through the float model.",
+                     lower_bound=1)
 flags.DEFINE_integer("int8_stream_examples", 1000, "Test images streamed row by row through the int8 model "
-                     "(0 = all the test images loaded).")
-flags.DEFINE_integer("latency_runs", 200, "Timed LiteRT inferences per model; the median is reported.")
-flags.DEFINE_string("c_engine", "auto", "The row-streaming C engine in <out_dir>/c/: auto (generate it and check it "
-                    "with the tools installed), on (the same, but any failure or missing tool exits 2), off.")
+                     "(0 = all the test images loaded).", lower_bound=0)
+flags.DEFINE_integer("latency_runs", 200, "Timed LiteRT inferences per model; the median is reported.", lower_bound=1)
+flags.DEFINE_enum("c_engine", "auto", list(cstream.MODES), "The row-streaming C engine in <out_dir>/c/: auto "
+                  "(generate it and check it with the tools installed), on (the same, but any failure or missing "
+                  "tool exits 2), off.")
 flags.DEFINE_integer("c_stream_examples", 1000, "Test images run through the C engine on the host and compared "
-                     "with LiteRT (0 = all the test images loaded).")
-flags.DEFINE_integer("cortex_m4_examples", 100, "Of those, the images run on the emulated Cortex-M4.")
+                     "with LiteRT (0 = all the test images loaded).", lower_bound=0)
+flags.DEFINE_integer("cortex_m4_examples", 100, "Of those, the images run on the emulated Cortex-M4.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed of the calibration and test subsets.")
 flags.DEFINE_bool("verbose", True, "Show Keras progress bars for the long loops.")
+flags.mark_flag_as_required("model")
+flags.mark_flag_as_required("out_dir")
 
 
-def _positive(name: str, value: int | None, allow_zero: bool = False) -> None:
-    if value is not None and (value < 0 or (value == 0 and not allow_zero)):
-        raise ExportError(f"--{name} must be {'>= 0' if allow_zero else 'positive'}, got {value}.")
-
-
-def _options() -> exporter.ExportOptions:
-    if not FLAGS.model:
-        raise ExportError("--model is required: the .keras student to export.")
-    if not FLAGS.out_dir:
-        raise ExportError("--out_dir is required: where to write the .tflite files, board sources and report.")
-    for name in ("calibration_examples", "test_examples", "micro_examples", "float_stream_examples", "latency_runs"):
-        _positive(name, FLAGS[name].value)
-    _positive("int8_stream_examples", FLAGS.int8_stream_examples, allow_zero=True)
-    _positive("c_stream_examples", FLAGS.c_stream_examples, allow_zero=True)
-    _positive("cortex_m4_examples", FLAGS.cortex_m4_examples)
-    cstream.validate_mode(FLAGS.c_engine)
-    return exporter.ExportOptions(
-        micro_examples=FLAGS.micro_examples, float_stream_examples=FLAGS.float_stream_examples,
-        int8_stream_examples=FLAGS.int8_stream_examples, latency_runs=FLAGS.latency_runs, verbose=FLAGS.verbose,
-        c_engine=FLAGS.c_engine, c_stream_examples=FLAGS.c_stream_examples,
-        cortex_m4_examples=FLAGS.cortex_m4_examples)
-
-
-def _run_data(model_path: str) -> dict:
+def _recorded_data(model_path: str) -> dict:
     """What the training run recorded about its data (the phase's config.json beside the model), or {}."""
     config = Path(model_path).expanduser().parent / "config.json"
     return json.loads(config.read_text()).get("data", {}) if config.is_file() else {}
 
 
-def load_data(student, model_path: str) -> data.Splits:
+def student_splits(student, model_path: str) -> data.Splits:
     """The student's data at the student's input size, with the training run's statistics and held-out split."""
-    run = _run_data(model_path)
+    run = _recorded_data(model_path)
     folder = run.get("path") if run.get("source") == "folder" else None
     height, width, channels = (int(d) for d in student.inputs[0].shape[1:])
     splits = data.load(
@@ -99,11 +84,15 @@ def load_data(student, model_path: str) -> data.Splits:
     return splits
 
 
-def run() -> dict:
+def export_from_flags() -> dict:
     """Export the student the flags name; return the report."""
-    options = _options()
+    options = exporter.ExportOptions(
+        micro_examples=FLAGS.micro_examples, float_stream_examples=FLAGS.float_stream_examples,
+        int8_stream_examples=FLAGS.int8_stream_examples, latency_runs=FLAGS.latency_runs, verbose=FLAGS.verbose,
+        c_engine=FLAGS.c_engine, c_stream_examples=FLAGS.c_stream_examples,
+        cortex_m4_examples=FLAGS.cortex_m4_examples)
     student = tflite.read_student(FLAGS.model)
-    splits = load_data(student, FLAGS.model)
+    splits = student_splits(student, FLAGS.model)
     report = exporter.export_student(student, splits, FLAGS.out_dir, splits.train_images, FLAGS.model, options)
     print(exporter.summary(report), end="")
     written = exporter.FILES + (("c/",) if "files" in report["c_stream"] else ())
@@ -111,19 +100,30 @@ def run() -> dict:
     return report
 
 
-def main(argv: list[str]) -> int:
-    logging.getLogger("tensorflow").setLevel(logging.WARNING)  # SavedModel/converter INFO lines drown the summary
-    if len(argv) > 1:
-        print(f"pmkd_tf.export: error: unexpected arguments {' '.join(argv[1:])}; use --flag=value.",
-              file=sys.stderr)
-        return 2
+def _fail(message: object) -> NoReturn:
+    """A user's mistake: one line on stderr, exit code 2."""
+    print(f"pmkd_tf.export: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's parser (`app.run(..., flags_parser=parse_flags)`), with a bad flag as one `error:` line and exit 2."""
     try:
-        run()
+        rest = FLAGS(argv)
+    except flags.Error as error:
+        _fail(error)
+    if len(rest) > 1:
+        _fail(f"unexpected arguments {' '.join(rest[1:])}; use --flag=value.")
+    return rest
+
+
+def main(argv: list[str]) -> None:
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)  # SavedModel/converter INFO lines drown the summary
+    try:
+        export_from_flags()
     except UserError as error:
-        print(f"pmkd_tf.export: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+        _fail(error)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
