@@ -33,9 +33,9 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
-from benchmarks import common
+from benchmarks import cli, common
 from pmkd_tf import data, models
 from pmkd_tf.errors import UserError
 from pmkd_tf.export import micro, tflite
@@ -67,13 +67,12 @@ TARGET_RAM_BYTES = 2_700
 TARGET_INSTRUCTIONS = 29e6
 TARGET_TEACHER_RATIO = 0.45
 
-flags.DEFINE_string("out", f"benchmarks/results/{NAME}", "Result path stem: writes <out>.json and <out>.md.")
-flags.DEFINE_string("data_dir", None, f"CIFAR-10 image-folder root; default ${data.ENV_DATA_DIR}, "
-                    "else tensorflow-datasets.")
+cli.define_flags(NAME, tiny=False)
 flags.DEFINE_string("results", f"experiments/results/{DATASET}", "Where trained models are looked for "
                     "(<results>/<net>/<run>/model.keras with its config.json).")
-flags.DEFINE_integer("images", 100, "Real test images run through each engine, on the host and on the Cortex-M4.")
-flags.DEFINE_integer("calibration_examples", 100, "Real training images for int8 calibration.")
+flags.DEFINE_integer("images", 100, "Real test images run through each engine, on the host and on the Cortex-M4.",
+                     lower_bound=1)
+flags.DEFINE_integer("calibration_examples", 100, "Real training images for int8 calibration.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed of freshly initialised models and of the data subsets.")
 flags.DEFINE_enum("downsampling", "stride", list(models.DOWNSAMPLINGS), "How the 1xN students halve their height "
                   "(models.NetConfig.downsampling); the NxN teacher ignores it.")
@@ -208,10 +207,7 @@ def markdown(result: dict) -> str:
 
 
 def body() -> None:
-    for name in ("images", "calibration_examples"):
-        common.check_positive(name, FLAGS[name].value)
-    common.check_out_writable(FLAGS.out)
-    started, load = time.time(), common.LoadMonitor()
+    started, contention = time.time(), common.ContentionMonitor()
     machine = common.machine()
     splits = data.load(DATASET, FLAGS.data_dir or data.default_data_dir(), train_examples=FLAGS.calibration_examples,
                        test_examples=FLAGS.images, seed=FLAGS.seed)
@@ -232,12 +228,8 @@ def body() -> None:
         "models": results,
         "targets": targets(results),
     }
-    common.finish(FLAGS.out, result, started, load, markdown)
-
-
-def main(argv: list[str]) -> None:
-    common.run_main(body, argv)
+    common.finish(FLAGS.out, result, started, contention, markdown)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_benchmark(body)

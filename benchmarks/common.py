@@ -27,7 +27,6 @@ from typing import Protocol
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import flags
 
 from pmkd_tf import data, methods, models, terms
 from pmkd_tf.distiller import Distiller
@@ -35,7 +34,6 @@ from pmkd_tf.errors import UserError
 from pmkd_tf.pipeline import Experiment
 from pmkd_tf.recipe import Recipe
 
-FLAGS = flags.FLAGS
 
 # Name -> (jit_compile, Keras dtype policy).
 VARIANTS = {
@@ -80,105 +78,10 @@ METHOD = {"kd": "kd", "fitnet": "fitnet", "kd_fitnet": "kd_fitnet", "pacemaker_p
 CIFAR10_TRAIN_IMAGES = 50_000
 
 
-def define_flags(default_out: str) -> None:
-    """The flags every benchmark has; `default_out` names its result files."""
-    flags.DEFINE_string("out", default_out, "Result path stem: writes <out>.json and <out>.md.")
-    flags.DEFINE_string("data_dir", None, f"CIFAR-10 image-folder root; default ${data.ENV_DATA_DIR}, "
-                        "else tensorflow-datasets.")
-    flags.DEFINE_bool("tiny", False, "Small settings for tests (width 1/16, tiny batches, few steps); "
-                      "flags given explicitly still win. Tiny numbers are not results.")
-    flags.DEFINE_string("net", "resnet18", f"Network: {', '.join(models.NETS)} or any wrn_D_K.")
-    flags.DEFINE_integer("n", 3, "N of the NxN / 1xN / Nx1 filters.")
-    flags.DEFINE_integer("rounds", 5, "Timing rounds; each times every cell once, medians are over rounds.")
-    flags.DEFINE_integer("steps", 10, "Least timed steps per cell per round.")
-    flags.DEFINE_float("target_seconds", 2.0, "Time each cell for about this long per round (more steps than "
-                       "--steps for fast cells, so every timing window is long enough to trust); 0: --steps exactly.")
-    flags.DEFINE_integer("warmup", 3, "Untimed steps per cell before the first round (tracing, XLA compilation).")
-    flags.DEFINE_integer("distinct_batches", 8, "Real CIFAR-10 batches cached in memory and cycled through.")
-    flags.DEFINE_integer("seed", 0, "Seed of the initial weights, the data subset and the round order.")
-
-
-def apply_tiny(settings: dict) -> None:
-    """Under --tiny, use `settings` for every flag not given on the command line."""
-    if not FLAGS.tiny:
-        return
-    for name, value in settings.items():
-        if not FLAGS[name].present:
-            FLAGS[name].value = value
-
-
-def check_common_flags() -> None:
-    """One clear UserError per bad shared flag, before any model or data is touched."""
-    models.validate_net(FLAGS.net)
-    for name, low in (("rounds", 1), ("steps", 1), ("warmup", 1), ("distinct_batches", 1), ("n", 1)):
-        if FLAGS[name].value < low:
-            raise UserError(f"--{name} must be >= {low}, got {FLAGS[name].value}.")
-    if FLAGS.target_seconds < 0:
-        raise UserError(f"--target_seconds must be >= 0, got {FLAGS.target_seconds}.")
-    if FLAGS.n % 2 == 0:
-        raise UserError(f"--n must be odd, got {FLAGS.n}.")
-    if not FLAGS.out:
-        raise UserError("--out must not be empty.")
-
-
-def check_positive(name: str, values) -> None:
-    for value in values if isinstance(values, (list, tuple)) else [values]:
-        if not value > 0:
-            raise UserError(f"--{name} must be > 0, got {value}.")
-
-
-def parse_floats(name: str, values: list[str]) -> list[float]:
-    """A list flag of numbers (`1/16` allowed, widths are usually written so)."""
-    out = []
-    for value in values:
-        try:
-            num, _, den = value.partition("/")
-            out.append(float(num) / float(den) if den else float(num))
-        except (ValueError, ZeroDivisionError):
-            raise UserError(f"--{name}: {value!r} is not a number.") from None
-    if not out:
-        raise UserError(f"--{name} must list at least one value.")
-    check_positive(name, out)
-    return out
-
-
-def parse_ints(name: str, values: list[str]) -> list[int]:
-    out = []
-    for value in values:
-        try:
-            out.append(int(value))
-        except ValueError:
-            raise UserError(f"--{name}: {value!r} is not an integer.") from None
-    if not out:
-        raise UserError(f"--{name} must list at least one value.")
-    check_positive(name, out)
-    return out
-
-
-def check_choices(name: str, values: list[str], valid) -> list[str]:
-    if not values:
-        raise UserError(f"--{name} must list at least one of: {', '.join(valid)}.")
-    for value in values:
-        if value not in valid:
-            raise UserError(f"Unknown --{name} value {value!r}; valid: {', '.join(valid)}.")
-    return list(dict.fromkeys(values))
-
-
-def run_main(body: Callable[[], None], argv: list[str]) -> None:
-    """Run a benchmark's body: a user's mistake is one `error:` line and exit code 2."""
-    try:
-        if len(argv) > 1:
-            raise UserError(f"Unexpected arguments {argv[1:]}; every setting is a --flag.")
-        body()
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-
-
 # ---------------------------------------------------------------- machine
 
 
-class LoadMonitor:
+class ContentionMonitor:
     """How much of the machine other processes used while a benchmark ran.
 
     /proc/stat gives the whole machine's busy CPU time and os.times() our
@@ -265,22 +168,13 @@ def write_outputs(out: str, result: dict, markdown: str) -> tuple[Path, Path]:
     return json_path, md_path
 
 
-def finish(out: str, result: dict, started: float, load, markdown: Callable[[dict], str]) -> None:
+def finish(out: str, result: dict, started: float, contention: ContentionMonitor,
+           markdown: Callable[[dict], str]) -> None:
     """Stamp the wall time and the machine's other load on `result`, write both files, say where."""
     result["wall_seconds"] = time.time() - started
-    result["load"] = load.summary()
+    result["load"] = contention.summary()
     json_path, md_path = write_outputs(out, result, markdown(result))
     print(f"wrote {json_path} and {md_path}")
-
-
-def check_out_writable(out: str) -> None:
-    """Fail before minutes of timing, not after, when the result cannot be written."""
-    json_path, _ = out_paths(out)
-    parent = json_path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise UserError(f"--out {out}: {parent} is not a writable folder.")
 
 
 def header_markdown(title: str, result: dict) -> list[str]:
@@ -304,7 +198,7 @@ def header_markdown(title: str, result: dict) -> list[str]:
 # ---------------------------------------------------------------- data
 
 
-def load_splits(data_dir: str | None, images: int, seed: int) -> data.Splits:
+def cifar10_training_images(data_dir: str | None, images: int, seed: int) -> data.Splits:
     """`images` real CIFAR-10 training images (the test split is not needed)."""
     return data.load("cifar10", data_dir, train_examples=images, test_examples=1, seed=seed)
 
@@ -600,7 +494,8 @@ class RowFactory:
         ours, theirs = float(ours), float(theirs)
         return {"ours": ours, "keras": theirs, "relative_difference": abs(ours - theirs) / max(abs(ours), 1e-12)}
 
-    def build(self, row: str) -> Timer:
+    def timer(self, row: str) -> Timer:
+        """The timer of one row (`ROWS`)."""
         if row == "baseline":
             return self._plain("1xN")
         if row == "column_ce":

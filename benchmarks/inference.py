@@ -27,9 +27,9 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
-from benchmarks import common
+from benchmarks import cli, common
 from pmkd_tf import data
 from pmkd_tf.errors import UserError
 from pmkd_tf.export import exporter, tflite
@@ -39,41 +39,53 @@ NAME = "inference"
 TEACHER = "teacher"
 METHODS = ["teacher", "baseline", "kd", "fitnet", "kd_fitnet", "pm_kd", "pm_fitnet", "pmkd"]
 
-flags.DEFINE_string("out", f"benchmarks/results/{NAME}", "Result path stem: writes <out>.json and <out>.md.")
+cli.define_flags(NAME)
 flags.DEFINE_string("results", None, "A run's results folder (<out_dir>/<dataset>/<net>, with results.json).")
 flags.DEFINE_integer("seed", 0, "Which seed's models to export from --results.")
 flags.DEFINE_list("methods", METHODS, "Methods to export from --results (the teacher is the reference); "
                   "methods without a finished run are skipped and listed.")
-flags.DEFINE_list("models", [], "Instead of --results: name=path.keras pairs; one must be named 'teacher'.")
+cli.validate("methods", cli.one_of(METHODS), each=True)
+flags.DEFINE_list("models", None, "Instead of --results: name=path.keras pairs; one must be named 'teacher'.")
+flags.register_multi_flags_validator(
+    ["results", "models"], lambda f: (f["results"] is None) != (f["models"] is None),
+    "Pass either --results (a run's results folder) or --models (name=path.keras pairs), but not both.")
 flags.DEFINE_string("dataset", "cifar10", f"Dataset the models were trained on: {data.DATASET_HELP}.")
-flags.DEFINE_string("data_dir", None, f"Image-folder root; default ${data.ENV_DATA_DIR}, else tensorflow-datasets.")
 flags.DEFINE_string("export_dir", None, "Where each model's export goes (default <out>_exports); reused on rerun.")
-flags.DEFINE_integer("calibration_examples", 300, "Training images for int8 calibration.")
-flags.DEFINE_integer("test_examples", None, "Test images for int8 accuracy (default: the whole test set).")
+flags.DEFINE_integer("calibration_examples", 300, "Training images for int8 calibration.", lower_bound=1)
+flags.DEFINE_integer("test_examples", None, "Test images for int8 accuracy (default: the whole test set).",
+                     lower_bound=1)
 flags.DEFINE_integer("stream_examples", 100, "Test images streamed row by row through each int8 model "
-                     "(the peak is the same for every image; more images only re-check bit-exactness).")
-flags.DEFINE_integer("rounds", 5, "Latency rounds; each times every model once, in a new order.")
-flags.DEFINE_integer("runs", 200, "Timed invokes per model per round; a round's value is their median.")
-flags.DEFINE_bool("tiny", False, "Small settings for tests; flags given explicitly still win. Not results.")
+                     "(the peak is the same for every image; more images only re-check bit-exactness).",
+                     lower_bound=1)
+flags.DEFINE_integer("rounds", 5, "Latency rounds; each times every model once, in a new order.", lower_bound=1)
+flags.DEFINE_integer("runs", 200, "Timed invokes per model per round; a round's value is their median.",
+                     lower_bound=1)
 
 TINY = {"calibration_examples": 16, "test_examples": 32, "stream_examples": 1, "rounds": 2, "runs": 5}
 
 
+def _model_pairs(name: str, pairs: list[str] | None) -> None:
+    """--models: name=path.keras pairs, one of them the teacher."""
+    if pairs is None:
+        return
+    for pair in pairs:
+        model, sep, path = pair.partition("=")
+        if not sep or not model or not path:
+            raise ValueError(f"--{name}: {pair!r} is not name=path.keras.")
+    if TEACHER not in [pair.partition("=")[0] for pair in pairs]:
+        raise ValueError(f"No teacher model: --{name} must name one '{TEACHER}', the reference every ratio is "
+                         "taken against.")
+
+
+cli.validate("models", _model_pairs)
+
+
 def model_paths() -> dict[str, Path]:
     """name -> .keras file, from --models or from the --results folder's results.json; teacher first."""
-    if FLAGS.models and FLAGS.results:
-        raise UserError("Pass either --results or --models, not both.")
-    if FLAGS.models:
-        paths = {}
-        for pair in FLAGS.models:
-            name, sep, path = pair.partition("=")
-            if not sep or not name or not path:
-                raise UserError(f"--models: {pair!r} is not name=path.keras.")
-            paths[name] = Path(path).expanduser()
-    elif FLAGS.results:
-        paths = _from_results(Path(FLAGS.results).expanduser())
+    if FLAGS.models is not None:
+        paths = {name: Path(path).expanduser() for name, _, path in (pair.partition("=") for pair in FLAGS.models)}
     else:
-        raise UserError("Pass --results (a run's results folder) or --models (name=path.keras pairs).")
+        paths = _from_results(Path(FLAGS.results).expanduser())
     if TEACHER not in paths:
         raise UserError("No teacher model: it is the reference every ratio is taken against.")
     for name, path in paths.items():
@@ -87,9 +99,6 @@ def _from_results(folder: Path) -> dict[str, Path]:
     if not results_file.is_file():
         raise UserError(f"--results {folder}: no results.json there; pass <out_dir>/<dataset>/<net> of a run.")
     runs = json.loads(results_file.read_text())["runs"]
-    unknown = [m for m in FLAGS.methods if m not in METHODS]
-    if unknown:
-        raise UserError(f"Unknown --methods {', '.join(unknown)}; valid: {', '.join(METHODS)}.")
     paths = {}
     for method in FLAGS.methods:
         run = runs.get(f"{method}/seed{FLAGS.seed}")
@@ -188,16 +197,8 @@ def markdown(result: dict) -> str:
 
 
 def body() -> None:
-    common.apply_tiny(TINY)
-    for name in ("calibration_examples", "stream_examples", "rounds", "runs"):
-        common.check_positive(name, FLAGS[name].value)
-    if FLAGS.test_examples is not None:
-        common.check_positive("test_examples", FLAGS.test_examples)
-    if not FLAGS.out:
-        raise UserError("--out must not be empty.")
     paths = model_paths()
-    common.check_out_writable(FLAGS.out)
-    started, load = time.time(), common.LoadMonitor()
+    started, contention = time.time(), common.ContentionMonitor()
     machine = common.machine()
     export_dir = Path(FLAGS.export_dir or f"{common.out_paths(FLAGS.out)[0].with_suffix('')}_exports")
 
@@ -217,12 +218,8 @@ def body() -> None:
         "latency_ms_per_round": latency,
         "models": summarize(reports, latency),
     }
-    common.finish(FLAGS.out, result, started, load, markdown)
-
-
-def main(argv: list[str]) -> None:
-    common.run_main(body, argv)
+    common.finish(FLAGS.out, result, started, contention, markdown)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_benchmark(body, TINY)

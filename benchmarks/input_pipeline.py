@@ -21,21 +21,20 @@ from __future__ import annotations
 import time
 
 import tensorflow as tf
-from absl import app, flags, logging
+from absl import flags, logging
 
-from benchmarks import common
+from benchmarks import cli, common
 from pmkd_tf import data
-from pmkd_tf.errors import UserError
 from pmkd_tf.recipe import PRESETS
 
 FLAGS = flags.FLAGS
 NAME = "input_pipeline"
-common.define_flags(f"benchmarks/results/{NAME}")
-flags.DEFINE_float("width_multiplier", 0.125, "Channel multiplier of every net (0.125 is the cpu preset's).")
-flags.DEFINE_integer("batch_size", 128, "Batch size (the paper's 128).")
+cli.define_flags(NAME, timing=True)
+cli.define_cell_flags()
 flags.DEFINE_integer("train_examples", PRESETS["cpu"].train_examples,
-                     "Training images the pipeline shuffles and streams (the cpu preset's subset by default).")
-flags.DEFINE_string("variant", "fp32", f"Training variant: {', '.join(common.VARIANTS)}.")
+                     "Training images the pipeline shuffles and streams (the cpu preset's subset by default).",
+                     lower_bound=1)
+flags.DEFINE_enum("variant", "fp32", list(common.VARIANTS), "Training variant.")
 flags.DEFINE_list("rows", ["baseline", "teacher", "kd_fitnet"],
                   f"Training rows to compare with the pipeline: {', '.join(common.ROWS)}.")
 
@@ -43,6 +42,11 @@ TINY = {"net": "vgg13", "width_multiplier": 1 / 16, "batch_size": 16, "train_exa
         "steps": 2, "warmup": 1, "distinct_batches": 2, "target_seconds": 0.0, "rows": ["baseline"]}
 TARGET = 10.0
 TRAINING_ROWS = [row for row in common.ROWS if not row.endswith("_inference")]
+cli.validate("rows", cli.one_of(TRAINING_ROWS), each=True)
+flags.register_multi_flags_validator(
+    ["train_examples", "batch_size", "distinct_batches"],
+    lambda f: f["train_examples"] >= f["batch_size"] * f["distinct_batches"],
+    "--train_examples must be at least --batch_size x --distinct_batches")
 
 
 class PipelineTimer:
@@ -97,21 +101,12 @@ def markdown(result: dict) -> str:
 
 
 def body() -> None:
-    common.apply_tiny(TINY)
-    common.check_common_flags()
-    common.check_positive("width_multiplier", FLAGS.width_multiplier)
-    common.check_positive("batch_size", FLAGS.batch_size)
-    common.check_positive("train_examples", FLAGS.train_examples)
-    common.check_choices("variant", [FLAGS.variant], common.VARIANTS)
-    rows = common.check_choices("rows", FLAGS.rows, TRAINING_ROWS)
-    if FLAGS.train_examples < FLAGS.batch_size * FLAGS.distinct_batches:
-        raise UserError(f"--train_examples ({FLAGS.train_examples}) must be at least --batch_size x "
-                               f"--distinct_batches ({FLAGS.batch_size * FLAGS.distinct_batches}).")
-    common.check_out_writable(FLAGS.out)
-    started, load = time.time(), common.LoadMonitor()
+    rows = list(dict.fromkeys(FLAGS.rows))
+    started, contention = time.time(), common.ContentionMonitor()
     machine = common.machine()
 
-    splits = common.load_splits(FLAGS.data_dir or data.default_data_dir(), FLAGS.train_examples, FLAGS.seed)
+    splits = common.cifar10_training_images(FLAGS.data_dir or data.default_data_dir(), FLAGS.train_examples,
+                                            FLAGS.seed)
     cached = common.cached_batches(splits, FLAGS.batch_size, FLAGS.distinct_batches, FLAGS.seed)
 
     def live() -> tf.data.Dataset:
@@ -122,8 +117,8 @@ def body() -> None:
     on_cached, on_live = common.RowFactory(setup, cached), common.RowFactory(setup, live())
     cells: dict[str, common.Timer] = {"pipeline": PipelineTimer(live())}
     for row in rows:
-        cells[f"{row}/cached"] = on_cached.build(row)
-        cells[f"{row}/live"] = on_live.build(row)
+        cells[f"{row}/cached"] = on_cached.timer(row)
+        cells[f"{row}/live"] = on_live.timer(row)
     per_round, counts = common.interleave(cells, FLAGS.rounds, FLAGS.steps, FLAGS.warmup, FLAGS.seed,
                                           FLAGS.target_seconds, log=logging.info)
 
@@ -140,12 +135,8 @@ def body() -> None:
         "step_ms_per_round": {name: [1000 * v for v in values] for name, values in per_round.items()},
         **summarize(per_round, rows, FLAGS.batch_size),
     }
-    common.finish(FLAGS.out, result, started, load, markdown)
-
-
-def main(argv: list[str]) -> None:
-    common.run_main(body, argv)
+    common.finish(FLAGS.out, result, started, contention, markdown)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_benchmark(body, TINY)

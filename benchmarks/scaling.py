@@ -19,26 +19,30 @@ import math
 import time
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
-from benchmarks import common
+from benchmarks import cli, common
 from pmkd_tf import data
 from pmkd_tf.recipe import PAPER_EPOCHS
 
 FLAGS = flags.FLAGS
 NAME = "scaling"
-common.define_flags(f"benchmarks/results/{NAME}")
+cli.define_flags(NAME, timing=True)
 # Width-1 cells take seconds per step: fewer rounds and a lower step floor than the other benchmarks
 # keep a full sweep's length in check.
 FLAGS.set_default("rounds", 3)
 FLAGS.set_default("steps", 5)
 flags.DEFINE_list("widths", ["1/16", "1/8", "1/4", "1/2", "1"], "Width multipliers of the width sweep.")
-flags.DEFINE_integer("width_sweep_batch", 128, "Batch size of the width sweep.")
+cli.validate("widths", cli.POSITIVE_NUMBER, each=True)
+flags.DEFINE_integer("width_sweep_batch", 128, "Batch size of the width sweep.", lower_bound=1)
 flags.DEFINE_list("batch_sizes", ["32", "64", "128", "256"], "Batch sizes of the batch sweep.")
+cli.validate("batch_sizes", cli.POSITIVE_INTEGER, each=True)
 flags.DEFINE_string("batch_sweep_width", "1/8", "Width multiplier of the batch sweep.")
-flags.DEFINE_string("variant", "fp32", f"Variant: {', '.join(common.VARIANTS)}.")
+cli.validate("batch_sweep_width", cli.POSITIVE_NUMBER)
+flags.DEFINE_enum("variant", "fp32", list(common.VARIANTS), "Variant.")
 flags.DEFINE_list("rows", ["teacher", "baseline", "kd_fitnet", "pacemaker_phase", "phase2"],
                   f"Rows to time: {', '.join(common.ROWS)}.")
+cli.validate("rows", cli.one_of(common.ROWS), each=True)
 
 TINY = {"net": "vgg13", "widths": ["1/32", "1/16"], "width_sweep_batch": 16, "batch_sizes": ["8", "16"],
         "batch_sweep_width": "1/16", "rounds": 2, "steps": 2, "warmup": 1, "distinct_batches": 2,
@@ -125,23 +129,18 @@ def markdown(result: dict) -> str:
 
 
 def body() -> None:
-    common.apply_tiny(TINY)
-    common.check_common_flags()
-    widths = sorted(set(common.parse_floats("widths", FLAGS.widths)))
-    batches = sorted(set(common.parse_ints("batch_sizes", FLAGS.batch_sizes)))
-    [batch_width] = common.parse_floats("batch_sweep_width", [FLAGS.batch_sweep_width])
-    common.check_positive("width_sweep_batch", FLAGS.width_sweep_batch)
-    common.check_choices("variant", [FLAGS.variant], common.VARIANTS)
-    rows = common.check_choices("rows", FLAGS.rows, common.ROWS)
-    common.check_out_writable(FLAGS.out)
-    started, load = time.time(), common.LoadMonitor()
+    widths = sorted({cli.number(width) for width in FLAGS.widths})
+    batches = sorted({int(batch) for batch in FLAGS.batch_sizes})
+    batch_width = cli.number(FLAGS.batch_sweep_width)
+    rows = list(dict.fromkeys(FLAGS.rows))
+    started, contention = time.time(), common.ContentionMonitor()
     machine = common.machine()
 
     configs = list(dict.fromkeys([(w, FLAGS.width_sweep_batch) for w in widths]
                                  + [(batch_width, b) for b in batches]))
     largest = max(b for _, b in configs)
-    splits = common.load_splits(FLAGS.data_dir or data.default_data_dir(), largest * FLAGS.distinct_batches,
-                                FLAGS.seed)
+    splits = common.cifar10_training_images(FLAGS.data_dir or data.default_data_dir(),
+                                            largest * FLAGS.distinct_batches, FLAGS.seed)
     datasets = {b: common.cached_batches(splits, b, FLAGS.distinct_batches, FLAGS.seed)
                 for b in sorted({b for _, b in configs})}
     cells: dict[str, common.Timer] = {}
@@ -149,7 +148,7 @@ def body() -> None:
         setup = common.Setup(FLAGS.net, width, batch, FLAGS.variant, FLAGS.n, FLAGS.seed, splits.num_classes)
         factory = common.RowFactory(setup, datasets[batch])
         for row in rows:
-            cells[f"{_key(width, batch)}/{row}"] = factory.build(row)
+            cells[f"{_key(width, batch)}/{row}"] = factory.timer(row)
     per_round, counts = common.interleave(cells, FLAGS.rounds, FLAGS.steps, FLAGS.warmup, FLAGS.seed,
                                           FLAGS.target_seconds, log=logging.info)
 
@@ -166,12 +165,8 @@ def body() -> None:
         "step_ms_per_round": {name: [1000 * v for v in values] for name, values in per_round.items()},
         **summarize(per_round, widths, FLAGS.width_sweep_batch, batches, batch_width, rows),
     }
-    common.finish(FLAGS.out, result, started, load, markdown)
-
-
-def main(argv: list[str]) -> None:
-    common.run_main(body, argv)
+    common.finish(FLAGS.out, result, started, contention, markdown)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_benchmark(body, TINY)

@@ -22,26 +22,25 @@ import time
 
 import keras
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
-from benchmarks import common
+from benchmarks import cli, common
 from pmkd_tf import data, models
-from pmkd_tf.errors import UserError
 from pmkd_tf.export import micro, streaming, tflite
 
 FLAGS = flags.FLAGS
 NAME = "streaming_memory"
 ROLES = {"student": "1xN", "teacher": "NxN"}
 
-flags.DEFINE_string("out", f"benchmarks/results/{NAME}", "Result path stem: writes <out>.json and <out>.md.")
-flags.DEFINE_string("data_dir", None, f"Image-folder root; default ${data.ENV_DATA_DIR}, else tensorflow-datasets.")
+cli.define_flags(NAME)
 flags.DEFINE_list("nets", ["vgg16", "resnet18", "wrn_16_8", "resnet50"], f"Nets: {', '.join(models.NETS)}.")
+cli.validate("nets", lambda _, net: models.validate_net(net), each=True)
 flags.DEFINE_list("widths", ["1", "1/16"], "Width multipliers (1/16 allowed).")
-flags.DEFINE_integer("calibration_examples", 50, "Real training images for int8 calibration.")
+cli.validate("widths", cli.POSITIVE_NUMBER, each=True)
+flags.DEFINE_integer("calibration_examples", 50, "Real training images for int8 calibration.", lower_bound=1)
 flags.DEFINE_integer("stream_examples", 3, "Real test images streamed through every model and checked bit for bit "
-                     "(the peak is the same for every image).")
+                     "(the peak is the same for every image).", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed of the (untrained) weights and of the image subset.")
-flags.DEFINE_bool("tiny", False, "Small settings for tests; flags given explicitly still win. Not results.")
 
 TINY = {"nets": ["vgg13"], "widths": ["1/16"], "calibration_examples": 8, "stream_examples": 1}
 
@@ -96,18 +95,8 @@ def markdown(result: dict) -> str:
 
 
 def body() -> None:
-    common.apply_tiny(TINY)
-    if not FLAGS.nets:
-        raise UserError("--nets must list at least one net.")
-    for net in FLAGS.nets:
-        models.validate_net(net)
-    widths = common.parse_floats("widths", FLAGS.widths)
-    common.check_positive("calibration_examples", FLAGS.calibration_examples)
-    common.check_positive("stream_examples", FLAGS.stream_examples)
-    if not FLAGS.out:
-        raise UserError("--out must not be empty.")
-    common.check_out_writable(FLAGS.out)
-    started, load = time.time(), common.LoadMonitor()
+    widths = [cli.number(width) for width in FLAGS.widths]
+    started, contention = time.time(), common.ContentionMonitor()
     machine = common.machine()
     splits = data.load("cifar10", FLAGS.data_dir or data.default_data_dir(), train_examples=FLAGS.calibration_examples,
                        test_examples=FLAGS.stream_examples, seed=FLAGS.seed)
@@ -128,12 +117,8 @@ def body() -> None:
                      "input_shape": list(splits.test_images.shape[1:]), "tiny": FLAGS.tiny},
         "cells": cells,
     }
-    common.finish(FLAGS.out, result, started, load, markdown)
-
-
-def main(argv: list[str]) -> None:
-    common.run_main(body, argv)
+    common.finish(FLAGS.out, result, started, contention, markdown)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_benchmark(body, TINY)

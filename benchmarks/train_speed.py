@@ -19,18 +19,19 @@ from __future__ import annotations
 
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from benchmarks import common
+from benchmarks import cli, common
 from pmkd_tf import data
 
 FLAGS = flags.FLAGS
 NAME = "train_speed"
-common.define_flags(f"benchmarks/results/{NAME}")
-flags.DEFINE_float("width_multiplier", 0.125, "Channel multiplier of every net (0.125 is the cpu preset's).")
-flags.DEFINE_integer("batch_size", 128, "Batch size (the paper's 128).")
+cli.define_flags(NAME, timing=True)
+cli.define_cell_flags()
 flags.DEFINE_list("variants", list(common.VARIANTS), f"Variants to time together: {', '.join(common.VARIANTS)}.")
+cli.validate("variants", cli.one_of(common.VARIANTS), each=True)
 flags.DEFINE_list("rows", list(common.ROWS), f"Rows to time: {', '.join(common.ROWS)}.")
+cli.validate("rows", cli.one_of(common.ROWS), each=True)
 
 # One variant: each cell costs seconds of tracing (XLA: tens of seconds); add --variants to check more.
 TINY = {"net": "vgg13", "width_multiplier": 1 / 16, "batch_size": 16, "rounds": 2, "steps": 2, "warmup": 1,
@@ -120,18 +121,12 @@ def markdown(result: dict) -> str:
 
 
 def body() -> None:
-    common.apply_tiny(TINY)
-    common.check_common_flags()
-    common.check_positive("width_multiplier", FLAGS.width_multiplier)
-    common.check_positive("batch_size", FLAGS.batch_size)
-    variants = common.check_choices("variants", FLAGS.variants, common.VARIANTS)
-    rows = common.check_choices("rows", FLAGS.rows, common.ROWS)
-    common.check_out_writable(FLAGS.out)
-    started, load = time.time(), common.LoadMonitor()
+    variants, rows = list(dict.fromkeys(FLAGS.variants)), list(dict.fromkeys(FLAGS.rows))
+    started, contention = time.time(), common.ContentionMonitor()
     machine = common.machine()
 
-    splits = common.load_splits(FLAGS.data_dir or data.default_data_dir(),
-                                FLAGS.batch_size * FLAGS.distinct_batches, FLAGS.seed)
+    splits = common.cifar10_training_images(FLAGS.data_dir or data.default_data_dir(),
+                                            FLAGS.batch_size * FLAGS.distinct_batches, FLAGS.seed)
     dataset = common.cached_batches(splits, FLAGS.batch_size, FLAGS.distinct_batches, FLAGS.seed)
     cells, checks = {}, {}
     for variant in variants:
@@ -139,7 +134,7 @@ def body() -> None:
                              splits.num_classes)
         factory = common.RowFactory(setup, dataset)
         for row in rows:
-            cells[(variant, row)] = factory.build(row)
+            cells[(variant, row)] = factory.timer(row)
         checks[variant] = factory.checks
     timers = {f"{v}/{r}": cell for (v, r), cell in cells.items()}
     raw, counts = common.interleave(timers, FLAGS.rounds, FLAGS.steps, FLAGS.warmup, FLAGS.seed,
@@ -160,12 +155,8 @@ def body() -> None:
         "effective_jit_compile": {name: cell.jit_compile for name, cell in timers.items()},
         **summarize(per_round, variants, rows, FLAGS.batch_size),
     }
-    common.finish(FLAGS.out, result, started, load, markdown)
-
-
-def main(argv: list[str]) -> None:
-    common.run_main(body, argv)
+    common.finish(FLAGS.out, result, started, contention, markdown)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run_benchmark(body, TINY)

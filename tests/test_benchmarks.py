@@ -101,9 +101,9 @@ def test_scaling(data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("module, flag, message", [
-    ("train_speed", "--variants=fp32,fp16", "Unknown --variants value 'fp16'"),
-    ("input_pipeline", "--batch_size=0", "--batch_size must be > 0"),
-    ("scaling", "--widths=1/8,1/0", "--widths: '1/0' is not a number"),
+    ("train_speed", "--variants=fp32,fp16", "--variants: 'fp16' is not one of fp32, bf16"),
+    ("input_pipeline", "--batch_size=0", "--batch_size=0: 0 is not a positive integer"),
+    ("scaling", "--widths=1/8,1/0", "--widths: '1/0' is not a positive number"),
     ("inference", "--models=kd=missing.keras", "No teacher model"),
     ("streaming_memory", "--nets=vgg13,alexnet", "Unknown net 'alexnet'"),
 ])
