@@ -4,7 +4,7 @@ Ranges are absl bounds and every other rule a validator, so a bad value is
 refused while the command line is parsed, before any model or data is
 touched; `run_benchmark` turns that refusal, or a `UserError` of the
 benchmark itself, into one `error: ...` line and exit code 2 (the pattern
-of `pmkd_tf.experiments.flags.parse`).
+of `pmkd_tf.experiments.cli.parse`).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 A *phase* is one training of one model (the teacher, a pacemaker or a
 student) by the `Distiller`, from an optional model it learns from. A
-method (`methods.METHODS`) is a short chain of phases, planned by `plan`.
+method (`methods.METHODS`) is a short chain of phases: `final_phase` gives
+the last, `needed_phases` all of them.
 
 Every phase lives in its own folder named by a hash of everything its result
 depends on (its inputs' configs and the data it saw included), so an
@@ -35,6 +36,8 @@ from pmkd_tf.recipe import Recipe
 PHASE3_INITS = ("student", "pacemaker_row")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 STRATEGIES = ("default", "mirrored", "multiworker")
+# Experiment settings that change a phase's speed, not its result.
+SPEED_ONLY = ("jit_compile", "steps_per_execution")
 # Settings added after phases and tables were committed, at the value that behaves as the code did before
 # them. A setting at that value stays out of a phase's identity and a table's settings, so both are still found.
 ADDED_SETTINGS = {"downsampling": "stride"}
@@ -46,8 +49,7 @@ class Experiment:
 
     `hyperparameters` holds a value for every hyperparameter of every term
     (`terms.HYPERPARAMETERS`; the defaults fill in those not given).
-    `jit_compile` and `steps_per_execution` change speed only, so they are
-    not part of any phase's identity. `downsampling` (`models.NetConfig`)
+    `SPEED_ONLY` settings are not part of any phase's identity. `downsampling` (`models.NetConfig`)
     changes the 1xN and Nx1 models only, so it is not part of a teacher's.
     """
 
@@ -133,6 +135,11 @@ class Phase:
     init: Phase | None = None  # start from this phase's trained weights
     init_member: str | None = None  # ... or from this member of its pacemaker
 
+    @property
+    def inputs(self) -> tuple[Phase, ...]:
+        """The phases whose trained models this one needs: the one it learns from, the one it starts from."""
+        return tuple(p for p in (self.taught_by, self.init) if p is not None)
+
     def config(self, exp: Experiment, data_identity: dict) -> dict:
         """Everything the phase's result depends on, its inputs' configs and its data included."""
         spec = methods.METHODS[self.method]
@@ -153,11 +160,15 @@ class Phase:
         return config
 
     def folder(self, exp: Experiment, data_identity: dict) -> str:
-        config = json.dumps(self.config(exp, data_identity), sort_keys=True)
-        return f"{self.name}-{hashlib.sha1(config.encode()).hexdigest()[:10]}"
+        return f"{self.name}-{digest(self.config(exp, data_identity))}"
 
 
-def plan(exp: Experiment, method: str, seed: int) -> Phase:
+def digest(obj: object) -> str:
+    """A short hash of a JSON-able object, the same for equal objects whatever their key order."""
+    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def final_phase(exp: Experiment, method: str, seed: int) -> Phase:
     """The final phase of `method` for `seed`; its taught_by/init links give the rest."""
     spec = methods.get(method)
     epochs = exp.recipe.epochs
@@ -180,14 +191,13 @@ def plan(exp: Experiment, method: str, seed: int) -> Phase:
     return Phase(name, "student", method, seed, epochs, teacher, init=pacemaker, init_member="1xN")
 
 
-def chain(phase: Phase) -> Iterator[Phase]:
+def needed_phases(phase: Phase) -> Iterator[Phase]:
     """A phase and every phase it depends on, each once, dependencies first."""
     seen: dict[str, Phase] = {}
 
     def visit(p: Phase) -> None:
-        for q in (p.taught_by, p.init):
-            if q is not None:
-                visit(q)
+        for q in p.inputs:
+            visit(q)
         seen.setdefault(p.name, p)
 
     visit(phase)
@@ -359,35 +369,33 @@ class Trainer:
             else models.build(config)
         if phase.init is not None:
             path = self.trained_model(phase.init)
-            source = keras.saving.load_model(path)
+            start = keras.saving.load_model(path)
             if phase.init_member:
-                source = models.pacemaker_member(source, phase.init_member)
-            if [w.shape for w in source.weights] != [w.shape for w in model.weights]:
-                raise UserError(f"{path} holds {source.name}, not the {model.name} that {phase.name} starts from; "
+                start = models.pacemaker_member(start, phase.init_member)
+            if [w.shape for w in start.weights] != [w.shape for w in model.weights]:
+                raise UserError(f"{path} holds {start.name}, not the {model.name} that {phase.name} starts from; "
                                 f"delete {path.parent} to retrain it.")
-            model.set_weights(source.get_weights())
+            model.set_weights(start.get_weights())
         return model
 
-    def result(self, phase: Phase) -> dict:
+    def train_phase(self, phase: Phase) -> dict:
         """Train `phase` (and the phases it needs) unless done; return its result."""
         folder = self.folder(phase)
         if folder.name in self._done:
             return self._done[folder.name]
-        for needed in (phase.taught_by, phase.init):
-            if needed is not None:
-                self.result(needed)
+        for needed in phase.inputs:
+            self.train_phase(needed)
         done = folder / "result.json"
         if not done.exists():
-            for needed in (phase.taught_by, phase.init):
-                if needed is not None:
-                    self.trained_model(needed)  # before anything of this phase is written
+            for needed in phase.inputs:
+                self.trained_model(needed)  # before anything of this phase is written
             if phase.taught_by is not None and phase.taught_by.role == "teacher":
-                self._warn_if_weak(self.result(phase.taught_by))
+                self._warn_if_weak(self.train_phase(phase.taught_by))
             # Workers of a distributed search share an out_dir and all need the
             # same teacher first: one trains it, the others wait, then reuse it.
             with files.lock(folder.parent / f".{folder.name}.lock"):
                 if not done.exists():
-                    self._train(phase, folder)
+                    self._fit(phase, folder)
         result = json.loads(done.read_text())
         if result.get("status") == "failed":
             raise TrainingDiverged(result["error"])
@@ -404,7 +412,7 @@ class Trainer:
                             "students have little to learn from it; train it longer (--epochs) or on more images.",
                             teacher["folder"], 100 * accuracy, split, 150 * chance, self.splits.num_classes)
 
-    def _train(self, phase: Phase, folder: Path) -> None:
+    def _fit(self, phase: Phase, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         files.atomic_write_json(folder / "config.json", phase.config(self.exp, self.splits.identity))
         recipe = self.exp.recipe
@@ -448,14 +456,14 @@ class Trainer:
         shutil.rmtree(folder / "checkpoint", ignore_errors=True)
         files.atomic_write_json(folder / "result.json", result)
 
-    def run(self, method: str, seed: int) -> dict:
-        """Train `method` for `seed` (reusing what exists); its result with full cost."""
-        final = plan(self.exp, method, seed)
+    def train_method(self, method: str, seed: int) -> dict:
+        """Train `method` for `seed` (reusing what exists); its result with full cost: a run of a results table."""
+        final = final_phase(self.exp, method, seed)
         try:
-            result = dict(self.result(final))
+            result = dict(self.train_phase(final))
         except TrainingDiverged as error:
             return {"method": method, "seed": seed, "status": "failed", "error": str(error)}
-        results = [self.result(p) for p in chain(final)]
+        results = [self.train_phase(p) for p in needed_phases(final)]
         result.update(
             method=method, seed=seed,
             phases=[r["folder"] for r in results],

@@ -1,4 +1,4 @@
-"""Figures of a results folder: per-method accuracy (seeds as points) and training curves."""
+"""Figures: a results table's per-method accuracy (seeds as points) and training curves; convergence ladders."""
 
 from __future__ import annotations
 
@@ -7,6 +7,23 @@ from pathlib import Path
 
 from pmkd_tf import methods, results as tables
 from pmkd_tf.errors import UserError
+
+
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display needed), imported on first use."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path, dpi: int) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    _pyplot().close(fig)
+    return path
 
 
 def _history(folder: Path) -> list[float]:
@@ -21,13 +38,9 @@ def plot(root: Path, seed: int, table: str = tables.DEFAULT_TABLE) -> list[Path]
     another table's carry its name as a prefix, so tables never overwrite
     each other's figures.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     path = root / f"{table}.json"
-    results = tables.load(path)
+    results = tables.read_table(path)
     if not results["runs"]:
         raise UserError(f"No runs in {path}.")
     prefix = "" if table == tables.DEFAULT_TABLE else f"{table}_"
@@ -48,10 +61,7 @@ def plot(root: Path, seed: int, table: str = tables.DEFAULT_TABLE) -> list[Path]
     ax.set_ylabel("test top-1 (%)")
     exp = results.get("experiment", {})
     ax.set_title(f"{exp.get('net', '')} on {exp.get('dataset', '')}{named}: seeds as points")
-    fig.tight_layout()
-    paths = [root / f"{prefix}accuracy.png"]
-    fig.savefig(paths[0], dpi=110)
-    plt.close(fig)
+    paths = [_save(fig, root / f"{prefix}accuracy.png", 110)]
 
     runs = {r["method"]: r for r in results["runs"].values() if r["seed"] == seed and r.get("status") == "ok"}
     if runs:
@@ -67,8 +77,21 @@ def plot(root: Path, seed: int, table: str = tables.DEFAULT_TABLE) -> list[Path]
         ax.set_ylabel("training top-1 (%)")
         ax.set_title(f"Training curves{named}, seed {seed}")
         ax.legend(fontsize=7, ncol=2)
-        fig.tight_layout()
-        paths.append(root / f"{prefix}curves_seed{seed}.png")
-        fig.savefig(paths[-1], dpi=110)
-        plt.close(fig)
+        paths.append(_save(fig, root / f"{prefix}curves_seed{seed}.png", 110))
     return paths
+
+
+def convergence(table: dict, path: Path) -> None:
+    """Top-1 against epochs (log scale), one line per training-set size, of a convergence table."""
+    fig, ax = _pyplot().subplots(figsize=(5, 3.5))
+    ticks = sorted({row["epochs"] for ladder in table["ladders"].values() for row in ladder["rows"]})
+    for images, ladder in table["ladders"].items():
+        ax.plot([row["epochs"] for row in ladder["rows"]], [100 * row["test_accuracy"] for row in ladder["rows"]],
+                "o-", label=f"{int(images):,} images")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ticks, [str(e) for e in ticks])
+    ax.set_xlabel("epochs (LR milestones scaled)")
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title(f"{methods.label(table['method'])}, {table['settings']['net']} on {table['settings']['dataset']}")
+    ax.legend()
+    _save(fig, path, 120)

@@ -39,7 +39,8 @@ PAPER_CIFAR10 = {
 }
 
 
-def load(path: Path) -> dict:
+def read_table(path: Path) -> dict:
+    """The table at `path`: its settings and its runs (none if it does not exist yet)."""
     return json.loads(path.read_text()) if path.exists() else {"runs": {}}
 
 
@@ -50,7 +51,7 @@ def check_same_table(path: Path, experiment: dict) -> None:
     block; runs of e.g. the Table 4 ablation (`--pacemaker_kind=column`) or a
     tuned rho would silently replace the rows of the main table.
     """
-    recorded = load(path).get("experiment")
+    recorded = read_table(path).get("experiment")
     if not recorded:
         return
     differ = sorted(key for key in set(recorded) | set(experiment)
@@ -63,7 +64,7 @@ def check_same_table(path: Path, experiment: dict) -> None:
 
 def record(path: Path, run: dict, experiment: dict) -> dict:
     """Add one run to results.json (atomically); a rerun with a new config replaces the old."""
-    results = load(path)
+    results = read_table(path)
     results["experiment"] = experiment
     results["runs"][f"{run['method']}/seed{run['seed']}"] = run
     files.atomic_write_json(path, results)

@@ -2,7 +2,7 @@
 
 A trial is not one `model.fit` but a whole method pipeline (for `pmkd`:
 pacemaker, phase 2, phase 3), so `PipelineTuner` is a keras-tuner `BaseTuner`
-whose `run_trial` calls `pipeline.Trainer.run` and reports the final phase's
+whose `run_trial` calls `pipeline.Trainer.train_method` and reports the final phase's
 top-1 on the validation split held out from train. The test set is never
 read by the search: each phase's result.json still records its test top-1,
 so that `experiments.run` can reuse the phase, but no tuner code looks at it.
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import socket
@@ -43,17 +42,11 @@ TUNERS = ("bayesian", "random", "hyperband")
 # Every hyperparameter a term lets the tuner search, and where by default.
 DEFAULT_RANGES: Mapping[str, Range] = {name: h.search for name, h in terms.HYPERPARAMETERS.items() if h.search}
 TUNABLE = tuple(DEFAULT_RANGES)
-# Experiment fields that change a trial's speed, not its score.
-SPEED_ONLY = ("jit_compile", "steps_per_execution")
 OBJECTIVE = "val_accuracy"
 # keras-tuner's own environment variables for its chief/worker mode.
 ENV_TUNER_ID = "KERASTUNER_TUNER_ID"
 ENV_ORACLE_IP = "KERASTUNER_ORACLE_IP"
 ENV_ORACLE_PORT = "KERASTUNER_ORACLE_PORT"
-
-
-def _digest(obj: object) -> str:
-    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def distributed_role() -> str:
@@ -82,7 +75,7 @@ class Search:
 
     exp: pipeline.Experiment
     method: str = "pmkd"
-    tune: tuple[str, ...] = ("rho",)
+    tuned: tuple[str, ...] = ("rho",)  # the hyperparameters searched (`--tune`)
     ranges: Mapping[str, Range] = dataclasses.field(default_factory=lambda: dict(DEFAULT_RANGES))
     tuner: str = "bayesian"
     max_trials: int = 10
@@ -95,14 +88,14 @@ class Search:
         useful = methods.get(self.method).tunable
         if self.tuner not in TUNERS:
             raise UserError(f"Unknown tuner {self.tuner!r}; valid: {', '.join(TUNERS)}.")
-        for name in self.tune:
+        for name in self.tuned:
             if name not in TUNABLE:
                 raise UserError(f"Cannot tune {name!r}; tunable: {', '.join(TUNABLE)}.")
-        if not self.tune or len(set(self.tune)) != len(self.tune):
-            raise UserError(f"--tune must name each of {', '.join(TUNABLE)} at most once, got {list(self.tune)}.")
+        if not self.tuned or len(set(self.tuned)) != len(self.tuned):
+            raise UserError(f"--tune must name each of {', '.join(TUNABLE)} at most once, got {list(self.tuned)}.")
         if not useful:
             raise UserError(f"{self.method} trains with cross-entropy only: it has no loss weight to tune.")
-        for name in self.tune:
+        for name in self.tuned:
             if name not in useful:
                 raise UserError(f"{name} has no effect on {self.method}'s loss; tune one of: {', '.join(useful)}.")
             bounds = self.ranges[name]
@@ -132,7 +125,7 @@ class Search:
 
     def experiment(self, values: Mapping[str, float], epochs: int | None = None) -> pipeline.Experiment:
         """The experiment of one trial: its loss weights and its epochs per phase."""
-        tuned = {name: float(values[name]) for name in self.tune}
+        tuned = {name: float(values[name]) for name in self.tuned}
         recipe = dataclasses.replace(self.exp.recipe, epochs=epochs or self.exp.recipe.epochs)
         return dataclasses.replace(self.exp, recipe=recipe, hyperparameters={**self.exp.hyperparameters, **tuned})
 
@@ -142,10 +135,10 @@ class Search:
         A phase is re-run by a trial exactly when its folder hash changes with
         the tuned weights, so this compares the plans at both ends of every range.
         """
-        low = self.experiment({n: self.ranges[n].low for n in self.tune})
-        high = self.experiment({n: self.ranges[n].high for n in self.tune})
-        pairs = zip(pipeline.chain(pipeline.plan(low, self.method, 0)),
-                    pipeline.chain(pipeline.plan(high, self.method, 0)), strict=True)
+        low = self.experiment({n: self.ranges[n].low for n in self.tuned})
+        high = self.experiment({n: self.ranges[n].high for n in self.tuned})
+        pairs = zip(pipeline.needed_phases(pipeline.final_phase(low, self.method, 0)),
+                    pipeline.needed_phases(pipeline.final_phase(high, self.method, 0)), strict=True)
         changes = {a.name: a.folder(low, {}) != b.folder(high, {}) for a, b in pairs}
         return [n for n in changes if changes[n]], [n for n in changes if not changes[n]]
 
@@ -158,7 +151,7 @@ class Search:
         record them)."""
         hp = kt.HyperParameters()
         for name in self.tunable():
-            if name in self.tune:
+            if name in self.tuned:
                 bounds = self.ranges[name]
                 hp.Float(name, bounds.low, bounds.high, sampling="log" if bounds.log else "linear")
             else:
@@ -174,7 +167,7 @@ class Search:
         if self.tuner == "bayesian":
             # keras-tuner counts Fixed entries as dimensions; sample randomly 3x the tuned ones only.
             return kt.oracles.BayesianOptimizationOracle(max_trials=self.max_trials,
-                                                         num_initial_points=3 * len(self.tune), **common)
+                                                         num_initial_points=3 * len(self.tuned), **common)
         # Brackets repeat until max_trials (hyperband_iterations=0 means no limit).
         oracle = kt.oracles.HyperbandOracle(max_epochs=self.exp.recipe.epochs, factor=self.hyperband_factor,
                                             hyperband_iterations=0, **common)
@@ -184,17 +177,17 @@ class Search:
     def fingerprint(self) -> dict:
         """Everything that decides trials and their scores (not max_trials: raising it continues a search)."""
         exp = self.exp.settings()
-        for name in (*self.tune, *SPEED_ONLY):
+        for name in (*self.tuned, *pipeline.SPEED_ONLY):
             exp[name] = None
         return {
-            "experiment": exp, "method": self.method, "tune": list(self.tune),
-            "ranges": {name: dataclasses.asdict(self.ranges[name]) for name in self.tune},
+            "experiment": exp, "method": self.method, "tune": list(self.tuned),  # a renamed key renames every project
+            "ranges": {name: dataclasses.asdict(self.ranges[name]) for name in self.tuned},
             "tuner": self.tuner, "seeds": self.seeds, "search_seed": self.search_seed,
             "hyperband_factor": self.hyperband_factor if self.tuner == "hyperband" else None,
         }
 
     def project_name(self) -> str:
-        return f"{self.method}-{self.tuner}-{_digest(self.fingerprint())}"
+        return f"{self.method}-{self.tuner}-{pipeline.digest(self.fingerprint())}"
 
 
 class _FatalUserError(kt.errors.FatalError, UserError):
@@ -272,12 +265,12 @@ class PipelineTuner(BaseTuner):
         values = trial.hyperparameters.values
         epochs = values.get("tuner/epochs")  # hyperband's budget for this trial; else --trial_epochs
         exp = self.spec.experiment(values, epochs)
-        shown = ", ".join(f"{name}={values[name]:.4g}" for name in self.spec.tune)
+        shown = ", ".join(f"{name}={values[name]:.4g}" for name in self.spec.tuned)
         logging.info("Trial %s on %s: %s %s, %d epochs per phase, seeds 0..%d", trial.trial_id, self.tuner_id,
                      self.spec.method, shown, exp.recipe.epochs, self.spec.seeds - 1)
         trainer = pipeline.Trainer(exp, self.splits(), self.out_dir, verbose=self.verbose)
         try:
-            runs = [trainer.run(self.spec.method, seed) for seed in range(self.spec.seeds)]
+            runs = [trainer.train_method(self.spec.method, seed) for seed in range(self.spec.seeds)]
         except UserError as error:
             # A mistake every trial would repeat: stop the search (keras-tuner
             # re-raises FatalError) rather than fail trial after trial.
@@ -312,7 +305,7 @@ class PipelineTuner(BaseTuner):
         best = {
             "hyperparameters": {name: float(values[name]) for name in self.spec.tunable()},
             "experiment": self.spec.experiment(values, epochs).flat(),
-            "tuned": list(self.spec.tune), "objective": OBJECTIVE, "score": float(trial.score),
+            "tuned": list(self.spec.tuned), "objective": OBJECTIVE, "score": float(trial.score),
             "trial_id": trial.trial_id, "method": self.spec.method, "tuner": self.spec.tuner,
             "seeds": self.spec.seeds, "trial_epochs": epochs, "project": str(self.project),
         }
@@ -343,8 +336,8 @@ def _check_port_free() -> None:
                             f"pick another {ENV_ORACLE_PORT} for the chief and every worker.") from None
 
 
-def tune(search: Search, out_dir: str | Path, data_dir: str | None = None, project_name: str | None = None,
-         overwrite: bool = False, verbose: int | str = 2) -> Path | None:
+def run_search(search: Search, out_dir: str | Path, data_dir: str | None = None, project_name: str | None = None,
+               overwrite: bool = False, verbose: int | str = 2) -> Path | None:
     """Run (or resume) a search; the path of best.json, or None on a worker (the chief writes it).
 
     Standalone, this process is oracle and trial runner at once. As the

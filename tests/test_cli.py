@@ -95,7 +95,7 @@ _KILLED_MID_EPOCH_4 = """
 import os, signal, sys
 import keras
 from absl import flags
-from pmkd_tf.experiments import flags as shared, run
+from pmkd_tf.experiments import cli, experiment_flags, run
 
 class Kill(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
@@ -104,9 +104,9 @@ class Kill(keras.callbacks.Callback):
         if self.epoch == 3:
             os.kill(os.getpid(), signal.SIGKILL)
 
-shared.parse(sys.argv)
-run.run(shared.experiment(flags.FLAGS.epochs), [0], ["teacher"], shared.data_dir(), flags.FLAGS.out_dir,
-        callbacks=[Kill()])
+cli.parse(sys.argv)
+run.train_table(experiment_flags.experiment(flags.FLAGS.epochs), [0], ["teacher"], experiment_flags.data_dir(),
+                flags.FLAGS.out_dir, callbacks=[Kill()])
 """
 
 
@@ -201,4 +201,4 @@ def test_convergence_ladder_stops_at_convergence_and_keeps_one_ladder_per_traini
     assert other.returncode == 2 and "holds ladders of other settings" in other.stderr.strip().splitlines()[-1]
     bad = subprocess.run([*args[:-3], "--epochs_list=4,2", f"--out_dir={tmp_path}"], env=_env(data_dir),
                          capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: --epochs_list")
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: flag --epochs_list=")

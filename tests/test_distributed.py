@@ -20,7 +20,7 @@ def test_mirrored_smoke_run_on_two_logical_cpus(cifar, tmp_path):
     assert strategy.num_replicas_in_sync == 2
     exp = pipeline.Experiment(dataset="cifar10", net="wrn_10_10", recipe=Recipe(epochs=1, batch_size=64),
                               width_multiplier=1 / 16, train_examples=320, test_examples=160)
-    result = pipeline.Trainer(exp, cifar, tmp_path, strategy=strategy, verbose=0).run("kd", 0)
+    result = pipeline.Trainer(exp, cifar, tmp_path, strategy=strategy, verbose=0).train_method("kd", 0)
     assert result["status"] == "ok" and result["total_epochs"] == 2
 
 

@@ -27,7 +27,7 @@ def trained(cifar, tmp_path_factory):
     """Every method for seed 0, trained once for the module."""
     out = tmp_path_factory.mktemp("runs")
     trainer = pipeline.Trainer(_exp(), cifar, out, verbose=0)
-    results = {m: trainer.run(m, 0) for m in methods.METHODS}
+    results = {m: trainer.train_method(m, 0) for m in methods.METHODS}
     return trainer, results
 
 
@@ -52,7 +52,7 @@ def test_teacher_and_pacemakers_are_trained_once_and_shared(trained):
                                                                                      "kd_feature"]
     assert results["pmkd"]["phases"][0] == results["kd"]["phases"][0]  # the same teacher folder
     stamp = {f: (trainer.root / f / "result.json").stat().st_mtime for f in results["pmkd"]["phases"]}
-    again = trainer.run("pmkd", 0)
+    again = trainer.train_method("pmkd", 0)
     assert again["test_accuracy"] == results["pmkd"]["test_accuracy"]
     assert stamp == {f: (trainer.root / f / "result.json").stat().st_mtime for f in again["phases"]}
 
@@ -70,12 +70,12 @@ def test_phase_models_have_the_right_shapes(trained):
 def test_changed_config_never_reuses_a_stale_artefact(trained):
     trainer, _ = trained
     data = trainer.splits.identity
-    stale = pipeline.plan(trainer.exp, "pmkd", 0)
-    fresh = pipeline.plan(_exp(rho=0.25), "pmkd", 0)
+    stale = pipeline.final_phase(trainer.exp, "pmkd", 0)
+    fresh = pipeline.final_phase(_exp(rho=0.25), "pmkd", 0)
     assert fresh.folder(_exp(rho=0.25), data) != stale.folder(trainer.exp, data)
     assert fresh.taught_by.folder(_exp(rho=0.25), data) == stale.taught_by.folder(trainer.exp, data)  # CE teacher
-    assert pipeline.plan(_exp(rho=0.25), "baseline", 0).folder(_exp(rho=0.25), data) == \
-        pipeline.plan(trainer.exp, "baseline", 0).folder(trainer.exp, data)
+    assert pipeline.final_phase(_exp(rho=0.25), "baseline", 0).folder(_exp(rho=0.25), data) == \
+        pipeline.final_phase(trainer.exp, "baseline", 0).folder(trainer.exp, data)
     # A result measured on another test subset, or on other data, is never reused.
     assert stale.folder(_exp(test_examples=80), data) != stale.folder(trainer.exp, data)
     assert stale.folder(trainer.exp, {**data, "image_size": [24, 24]}) != stale.folder(trainer.exp, data)
@@ -87,9 +87,9 @@ def test_downsampling_enters_identities_only_where_it_changes_a_model(trained):
     data = trainer.splits.identity
     stride, average = trainer.exp, _exp(downsampling="average")
     for method in ("teacher", "baseline", "pmkd"):
-        before = [p.config(stride, data) for p in pipeline.chain(pipeline.plan(stride, method, 0))]
+        before = [p.config(stride, data) for p in pipeline.needed_phases(pipeline.final_phase(stride, method, 0))]
         assert "downsampling" not in json.dumps(before)  # exactly the config (and hash) made before the setting
-        after = [p.config(average, data) for p in pipeline.chain(pipeline.plan(average, method, 0))]
+        after = [p.config(average, data) for p in pipeline.needed_phases(pipeline.final_phase(average, method, 0))]
         for old, new in zip(before, after):
             assert (new == old) == (old["role"] == "teacher"), old["phase"]
             assert new.get("downsampling") == (None if old["role"] == "teacher" else "average")
@@ -106,7 +106,7 @@ def test_the_committed_converged_table_and_its_phases_are_still_found():
     for method in ("teacher", "baseline", "pmkd", "kd_fitnet_long"):
         run = table["runs"][f"{method}/seed1" if method != "teacher" else "teacher/seed0"]
         seed = run["seed"]
-        phases = list(pipeline.chain(pipeline.plan(exp, method, seed)))
+        phases = list(pipeline.needed_phases(pipeline.final_phase(exp, method, seed)))
         data = json.loads((root / run["phases"][0] / "config.json").read_text())["data"]
         assert [p.folder(exp, data) for p in phases] == run["phases"], method
 
@@ -115,22 +115,22 @@ def test_a_teacher_below_one_and_a_half_times_chance_is_named_before_a_student_l
                                                                                                caplog):
     untrained = _exp(recipe=Recipe(epochs=1, batch_size=64, learning_rate=1e-9))  # the teacher stays at chance
     trainer = pipeline.Trainer(untrained, cifar, tmp_path, verbose=0)
-    teacher = trainer.run("teacher", 0)
+    teacher = trainer.train_method("teacher", 0)
     assert teacher["val_accuracy"] < 0.15  # the split has a validation part: that is the accuracy named
     with caplog.at_level("WARNING"):
-        trainer.run("kd", 0)
+        trainer.train_method("kd", 0)
     [line] = [r.getMessage() for r in caplog.records if "below 1.5x chance" in r.getMessage()]
     assert f"{100 * teacher['val_accuracy']:.2f}% on validation, below 1.5x chance (15.00% for 10 classes)" in line
     caplog.clear()
     with caplog.at_level("WARNING"):
-        trainer.run("kd", 0)  # finished: nothing starts, nothing to warn about
+        trainer.train_method("kd", 0)  # finished: nothing starts, nothing to warn about
     assert not [r for r in caplog.records if "below 1.5x chance" in r.getMessage()]
 
 
 def test_fig2_phase3_starts_from_the_pacemaker_row_member(cifar, trained):
     trainer, _ = trained
     exp = _exp(phase3_init="pacemaker_row")
-    final = pipeline.plan(exp, "pmkd", 0)
+    final = pipeline.final_phase(exp, "pmkd", 0)
     assert final.init.role == "pacemaker" and final.init_member == "1xN"
     fig2 = pipeline.Trainer(exp, cifar, trainer.root.parent.parent, verbose=0)
     start = fig2.build_model(final)
@@ -176,7 +176,7 @@ def test_a_table_refuses_runs_made_with_other_settings(tmp_path):
 
 def test_phase3_refuses_a_model_of_another_net_or_shape(cifar, trained):
     trainer, _ = trained
-    final = pipeline.plan(trainer.exp, "pm_kd", 0)
+    final = pipeline.final_phase(trainer.exp, "pm_kd", 0)
     phase2_model = trainer.folder(final.init) / "model.keras"
     saved = phase2_model.read_bytes()
     try:
@@ -207,7 +207,7 @@ def test_a_method_the_table_does_not_know_is_shown_by_name(tmp_path):
     tables.record(path, {"method": "my_variant", "seed": 0, "status": "ok", "test_accuracy": 0.6, "total_epochs": 2,
                          "total_wall_seconds": 2.0}, {"net": "vgg13", "dataset": "parts",
                                                       "class_names": ["bolt", "nut", "washer"]})
-    md = tables.markdown(tables.load(path))
+    md = tables.markdown(tables.read_table(path))
     assert "| my_variant | 60.00 | ↑ +10.00 |" in md
     assert "3 classes: bolt, nut, washer." in md  # the user's class names travel into the table
 
@@ -220,7 +220,7 @@ def test_each_method_is_paired_by_seed_with_the_baseline_and_each_compute_matche
         for seed, accuracy in enumerate(accuracies):
             tables.record(path, {"method": method, "seed": seed, "status": "ok", "test_accuracy": accuracy,
                                  "total_epochs": 2, "total_wall_seconds": 1.0}, {"net": "vgg13", "dataset": "cifar10"})
-    md = tables.markdown(tables.load(path))
+    md = tables.markdown(tables.read_table(path))
     paired = md.split("## Paired by seed")[1].split("##")[0]
     assert "| Method | minus Baseline | minus Baseline (2x epochs) | minus KD + FitNet (2x epochs) |" in paired
     # PMKD has seeds 0 and 1 only: it is paired on those, not against the control's 3-seed mean; the
@@ -234,7 +234,7 @@ def test_each_method_is_paired_by_seed_with_the_baseline_and_each_compute_matche
     # A table with a baseline only has nothing to pair.
     tables.record(tmp_path / "results.json", {"method": "baseline", "seed": 0, "status": "ok", "test_accuracy": 0.5,
                                               "total_epochs": 1, "total_wall_seconds": 1.0}, {"net": "vgg13"})
-    assert "Paired by seed" not in tables.markdown(tables.load(tmp_path / "results.json"))
+    assert "Paired by seed" not in tables.markdown(tables.read_table(tmp_path / "results.json"))
 
 
 def test_the_method_table_decides_terms_weights_and_tunables():
@@ -253,11 +253,11 @@ def test_the_method_table_decides_terms_weights_and_tunables():
 def test_a_phase_whose_weights_are_missing_is_named_not_a_traceback(cifar, tmp_path):
     exp = _exp()
     trainer = pipeline.Trainer(exp, cifar, tmp_path, verbose=0)
-    teacher = pipeline.plan(exp, "teacher", 0)
+    teacher = pipeline.final_phase(exp, "teacher", 0)
     folder = trainer.folder(teacher)
     folder.mkdir(parents=True)
     (folder / "result.json").write_text(json.dumps({"status": "ok", "folder": folder.name, "epochs": 1,
                                                     "wall_seconds": 1.0, "test_accuracy": 0.1}))
     with pytest.raises(pipeline.UserError, match=r"has a result but no model.keras.*delete .* to retrain it"):
-        trainer.run("kd", 0)
+        trainer.train_method("kd", 0)
     assert not list(tmp_path.rglob("kd-seed0-*/config.json"))  # refused before the student's phase began

@@ -42,12 +42,12 @@ def test_ctrl_c_mid_phase_keeps_finished_epochs_and_the_rerun_resumes(data_dir, 
     exp = pipeline.Experiment(dataset="cifar10", net="vgg13", recipe=Recipe(epochs=6, batch_size=64),
                               width_multiplier=1 / 16, train_examples=128, test_examples=64)
     with pytest.raises(KeyboardInterrupt):
-        run.run(exp, [0], ["teacher"], data_dir, str(tmp_path), callbacks=[_CtrlCAfter(3)])
+        run.train_table(exp, [0], ["teacher"], data_dir, str(tmp_path), callbacks=[_CtrlCAfter(3)])
     assert _history_epochs(tmp_path) == [0, 1, 2]
     [state] = tmp_path.glob("cifar10/vgg13/teacher-*/checkpoint/state.json")
     before = json.loads(state.read_text())
     assert before["epoch"] == 3 and before["seconds"] > 0
-    run.run(exp, [0], ["teacher"], data_dir, str(tmp_path))
+    run.train_table(exp, [0], ["teacher"], data_dir, str(tmp_path))
     assert _history_epochs(tmp_path) == list(range(6))  # resumed after epoch 3: nothing redone, nothing lost
     [result] = tmp_path.glob("cifar10/vgg13/teacher-*/result.json")
     assert json.loads(result.read_text())["wall_seconds"] > before["seconds"]  # both sittings are counted

@@ -59,12 +59,12 @@ def _history_rows(folder):
 def searched(data_dir, tmp_path_factory):
     """A 1-trial kd_fitnet search, then the same search asked for 2 trials: the second call continues it."""
     out = tmp_path_factory.mktemp("tune")
-    first = tuning.tune(_search(max_trials=1), out, data_dir, verbose=0)
+    first = tuning.run_search(_search(max_trials=1), out, data_dir, verbose=0)
     search = _search()
     project = out / "cifar10" / "vgg13" / "tune" / search.project_name()
     assert first == project / "best.json"
     before = {"trial_0": (project / "trial_0" / "trial.json").read_text(), "phases": _phase_dirs(out)}
-    best = tuning.tune(search, out, data_dir, verbose=0)
+    best = tuning.run_search(search, out, data_dir, verbose=0)
     return types.SimpleNamespace(out=out, project=project, search=search, best=best, before=before)
 
 
@@ -92,7 +92,7 @@ def test_second_invocation_continues_the_search_instead_of_restarting(searched, 
     [teacher] = [p for p in phases if p.startswith("teacher-")]
     assert _history_rows(searched.out / "cifar10" / "vgg13" / teacher) == 1  # trained once, shared by both trials
     assert sum(p.startswith("kd_fitnet-") for p in phases) == 2
-    again = tuning.tune(searched.search, searched.out, data_dir, verbose=0)  # finished: nothing new
+    again = tuning.run_search(searched.search, searched.out, data_dir, verbose=0)  # finished: nothing new
     assert again == searched.best and sorted(_trials(searched.project)) == ["trial_0", "trial_1"]
     assert _phase_dirs(searched.out) == phases
 
@@ -193,7 +193,7 @@ def test_phases_a_trial_reruns():
     assert _search(method="pmkd").phases() == (
         ["pacemaker-kd_feature-ensemble-seed0", "pmkd-seed0-phase2", "pmkd-seed0"], ["teacher-seed0"])
     assert _search().phases() == (["kd_fitnet-seed0"], ["teacher-seed0"])
-    assert _search(method="pm_kd", tune=("temperature",)).phases()[1] == ["teacher-seed0"]
+    assert _search(method="pm_kd", tuned=("temperature",)).phases()[1] == ["teacher-seed0"]
     fig2 = _search(method="pmkd", exp={"phase3_init": "pacemaker_row"})
     assert fig2.phases() == (["pacemaker-kd_feature-ensemble-seed0", "pmkd-seed0"], ["teacher-seed0"])
 
@@ -204,14 +204,14 @@ def test_the_committed_search_is_still_found():
     stored = json.loads((project / "search.json").read_text())
     settings = {name: value for name, value in stored["experiment"].items() if value is not None}
     exp = pipeline.Experiment.from_flat(settings)
-    search = tuning.Search(exp, method=stored["method"], tune=tuple(stored["tune"]), tuner=stored["tuner"],
+    search = tuning.Search(exp, method=stored["method"], tuned=tuple(stored["tune"]), tuner=stored["tuner"],
                            ranges={n: tuning.Range(**r) for n, r in stored["ranges"].items()},
                            seeds=stored["seeds"], search_seed=stored["search_seed"])
     assert search.project_name() == project.name
 
 
 def test_search_space_and_oracles():
-    hp = _search(tune=("rho", "temperature")).hyperparameters()
+    hp = _search(tuned=("rho", "temperature")).hyperparameters()
     space = {p.name: p for p in hp.space}
     assert (space["rho"].min_value, space["rho"].max_value, space["rho"].sampling) == (0.01, 5.0, "log")
     assert space["temperature"].sampling == "log"
@@ -227,7 +227,7 @@ def test_search_space_and_oracles():
 def test_a_diverged_trial_scores_zero_and_no_best_is_claimed(data_dir, tmp_path):
     search = _search(max_trials=1, ranges={"rho": tuning.Range(1e34, 1e35, log=True)})
     with pytest.raises(UserError, match="finished without diverging; lower --learning_rate"):
-        tuning.tune(search, tmp_path, data_dir, verbose=0)
+        tuning.run_search(search, tmp_path, data_dir, verbose=0)
     [trial] = _trials(tuning.project_path(search, tmp_path)).values()
     assert trial["status"] == "COMPLETED" and trial["score"] == 0.0
     assert trial["metrics"]["metrics"]["diverged"]["observations"][0]["value"] == [1.0]
@@ -235,7 +235,7 @@ def test_a_diverged_trial_scores_zero_and_no_best_is_claimed(data_dir, tmp_path)
 
 def test_hyperband_trains_each_trial_at_its_budget(data_dir, tmp_path):
     search = _search(tuner="hyperband", max_trials=3, hyperband_factor=2, exp={"recipe": Recipe(2, batch_size=64)})
-    tuning.tune(search, tmp_path, data_dir, verbose=0)
+    tuning.run_search(search, tmp_path, data_dir, verbose=0)
     root = tmp_path / "cifar10" / "vgg13"
     trials = _trials(tuning.project_path(search, tmp_path)).values()
     budgets = {t["hyperparameters"]["values"]["tuner/epochs"] for t in trials}
@@ -250,7 +250,7 @@ def test_a_second_search_of_the_same_project_is_refused(data_dir, tmp_path):
     with open(project.parent / f".{project.name}.lock", "a") as other:
         fcntl.flock(other, fcntl.LOCK_EX)
         with pytest.raises(UserError, match="being searched by another process"):
-            tuning.tune(_search(), tmp_path, data_dir)
+            tuning.run_search(_search(), tmp_path, data_dir)
 
 
 @pytest.mark.parametrize(
@@ -260,11 +260,11 @@ def test_a_second_search_of_the_same_project_is_refused(data_dir, tmp_path):
         ({"method": "kd"}, "rho has no effect on kd"),
         ({"method": "baseline"}, "no loss weight to tune"),
         ({"method": "pmkdd"}, "Unknown method 'pmkdd'"),
-        ({"tune": ("gamma",)}, "Cannot tune 'gamma'"),
-        ({"tune": ("rho", "rho")}, "at most once"),
+        ({"tuned": ("gamma",)}, "Cannot tune 'gamma'"),
+        ({"tuned": ("rho", "rho")}, "at most once"),
         ({"ranges": {"rho": tuning.Range(0.0, 5.0, log=True)}}, "low end must be > 0"),
         ({"ranges": {"rho": tuning.Range(2.0, 1.0, log=True)}}, "low < high"),
-        ({"tune": ("alpha",), "ranges": {"alpha": tuning.Range(0.5, 1.5)}}, "alpha must be in [0, 1]"),
+        ({"tuned": ("alpha",), "ranges": {"alpha": tuning.Range(0.5, 1.5)}}, "alpha must be in [0, 1]"),
         ({"exp": {"validation_examples": 0}}, "set --validation_examples > 0"),
         ({"tuner": "hyperband"}, "hyperband needs 2 <= --hyperband_factor <= --trial_epochs"),
         ({"max_trials": 0}, "--max_trials must be > 0"),
@@ -303,12 +303,12 @@ def test_a_named_project_refuses_other_settings(tmp_path):
 def test_a_phase_another_process_is_training_is_waited_for_then_reused(cifar, tmp_path):
     exp = pipeline.Experiment(**TINY)
     trainer = pipeline.Trainer(exp, cifar, tmp_path)
-    phase = pipeline.plan(exp, "teacher", 0)
+    phase = pipeline.final_phase(exp, "teacher", 0)
     folder = trainer.folder(phase)
     folder.mkdir(parents=True)
     with open(folder.parent / f".{folder.name}.lock", "a") as other:
         fcntl.flock(other, fcntl.LOCK_EX)
-        waiter = threading.Thread(target=trainer.result, args=(phase,))
+        waiter = threading.Thread(target=trainer.train_phase, args=(phase,))
         waiter.start()
         time.sleep(0.5)
         assert waiter.is_alive()  # blocked while the other process trains

@@ -24,19 +24,34 @@ import shlex
 import sys
 from pathlib import Path
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from pmkd_tf import files, methods, pipeline
+from pmkd_tf import files, methods, pipeline, plots
 from pmkd_tf.errors import UserError
-from pmkd_tf.experiments import flags as shared
+from pmkd_tf.experiments import cli, experiment_flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("epochs_list", ["12", "24", "48", "96", "192"], "Epoch counts to train at, in increasing order.")
-flags.DEFINE_string("method", "baseline", f"Method to train: {', '.join(methods.METHODS)}.")
+flags.DEFINE_enum("method", "baseline", list(methods.METHODS), "Method to train.")
 flags.DEFINE_integer("seed", 0, "Seed of every run.")
 flags.DEFINE_float("stop_below", 1.0, "Stop climbing once doubling the epochs gains less than this many points "
                    "(the issue's test of convergence).")
 flags.DEFINE_string("table", "convergence", "Name of the output files.")
+
+
+def _ladder(epochs_list: list[str]) -> list[int]:
+    """The epoch counts of `--epochs_list`; a UserError unless they are whole, positive and increasing."""
+    try:
+        ladder = [int(e) for e in epochs_list]
+    except ValueError:
+        ladder = []
+    if not ladder or any(e <= 0 for e in ladder) or ladder != sorted(set(ladder)):
+        raise UserError(f"the epoch counts must be positive whole numbers in increasing order, got "
+                        f"{','.join(epochs_list)}.")
+    return ladder
+
+
+cli.check("epochs_list", _ladder)
 
 
 def _settings(exp: pipeline.Experiment) -> dict:
@@ -47,7 +62,7 @@ def _settings(exp: pipeline.Experiment) -> dict:
     return flat
 
 
-def load(path: Path, method: str, settings: dict) -> dict:
+def read_ladders(path: Path, method: str, settings: dict) -> dict:
     """The table at `path` (empty if new); refused if its ladders were made with other settings."""
     table = json.loads(path.read_text()) if path.exists() else {"method": method, "settings": settings, "ladders": {}}
     if (table.get("method"), table.get("settings")) != (method, settings) or "ladders" not in table:
@@ -58,7 +73,7 @@ def load(path: Path, method: str, settings: dict) -> dict:
 
 def record(path: Path, method: str, settings: dict, images: int, command: str, row: dict) -> dict:
     """Add one rung to the ladder of `images` training images (atomically)."""
-    table = load(path, method, settings)
+    table = read_ladders(path, method, settings)
     ladder = table["ladders"].setdefault(str(images), {"command": command, "rows": []})
     ladder["command"] = command
     ladder["rows"] = sorted([r for r in ladder["rows"] if r["epochs"] != row["epochs"]] + [row],
@@ -93,55 +108,27 @@ def markdown(table: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(table: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ticks = sorted({row["epochs"] for ladder in table["ladders"].values() for row in ladder["rows"]})
-    for images, ladder in table["ladders"].items():
-        ax.plot([row["epochs"] for row in ladder["rows"]], [100 * row["test_accuracy"] for row in ladder["rows"]],
-                "o-", label=f"{int(images):,} images")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(ticks, [str(e) for e in ticks])
-    ax.set_xlabel("epochs (LR milestones scaled)")
-    ax.set_ylabel("test top-1 (%)")
-    ax.set_title(f"{methods.label(table['method'])}, {table['settings']['net']} on {table['settings']['dataset']}")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def _main() -> None:
-    try:
-        ladder = [int(e) for e in FLAGS.epochs_list]
-    except ValueError:
-        raise UserError(f"--epochs_list must be whole numbers, got {','.join(FLAGS.epochs_list)}.") from None
-    if not ladder or any(e <= 0 for e in ladder) or ladder != sorted(set(ladder)):
-        raise UserError(f"--epochs_list must be positive and increasing, got {','.join(FLAGS.epochs_list)}.")
-    methods.get(FLAGS.method)
-    base = shared.experiment(ladder[0])
-    splits = pipeline.load_splits(base, shared.data_dir())
+def main() -> None:
+    ladder = _ladder(FLAGS.epochs_list)
+    base = experiment_flags.experiment(ladder[0])
+    splits = pipeline.load_splits(base, experiment_flags.data_dir())
     images = splits.num_examples("train")
     root = Path(FLAGS.out_dir) / base.dataset / base.net
     path = root / f"{FLAGS.table}.json"
     command = " ".join(["python -m pmkd_tf.experiments.convergence", *map(shlex.quote, sys.argv[1:])])
     settings = _settings(base)
     with pipeline.out_dir_lock(root):
-        load(path, FLAGS.method, settings)  # before training anything
+        read_ladders(path, FLAGS.method, settings)  # before training anything
         for epochs in ladder:
             exp = dataclasses.replace(base, recipe=dataclasses.replace(base.recipe, epochs=epochs))
-            result = pipeline.Trainer(exp, splits, FLAGS.out_dir).run(FLAGS.method, FLAGS.seed)
+            result = pipeline.Trainer(exp, splits, FLAGS.out_dir).train_method(FLAGS.method, FLAGS.seed)
             if result["status"] != "ok":
                 raise UserError(f"{FLAGS.method} at {epochs} epochs failed: {result['error']}")
             table = record(path, FLAGS.method, settings, images, command,
                            {"epochs": epochs, "test_accuracy": result["test_accuracy"],
                             "wall_seconds": result["total_wall_seconds"], "folder": result["folder"]})
             files.atomic_write(path.with_suffix(".md"), markdown(table))
-            plot(table, path.with_suffix(".png"))
+            plots.convergence(table, path.with_suffix(".png"))
             gain = doubling_gain(table["ladders"][str(images)]["rows"], epochs)
             logging.info("%s at %d epochs on %d images: top-1 %.2f%% (%.0f s)", FLAGS.method, epochs, images,
                          100 * result["test_accuracy"], result["total_wall_seconds"])
@@ -152,10 +139,5 @@ def _main() -> None:
     print(markdown(table))
 
 
-def main(argv: list[str]) -> None:
-    del argv
-    shared.main_guard(_main)
-
-
 if __name__ == "__main__":
-    app.run(main, flags_parser=shared.parse)
+    cli.main(main)

@@ -9,31 +9,24 @@ of every phase of each method for one seed).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 
 from pmkd_tf import plots, results
-from pmkd_tf.errors import UserError
+from pmkd_tf.experiments import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("results", None, "Folder holding the results table (<out_dir>/<dataset>/<net>).")
 flags.DEFINE_integer("seed", 0, "Seed whose training curves are drawn.")
 flags.DEFINE_string("table", results.DEFAULT_TABLE, "Results table to plot (<table>.json in --results).")
+flags.mark_flag_as_required("results")
 
 
-def main(argv: list[str]) -> None:
-    del argv
-    try:
-        if not FLAGS.results:
-            raise UserError("--results is required.")
-        for path in plots.plot(Path(FLAGS.results), FLAGS.seed, FLAGS.table):
-            print(path)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+def main() -> None:
+    for path in plots.plot(Path(FLAGS.results), FLAGS.seed, FLAGS.table):
+        print(path)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.main(main)

@@ -21,11 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import keras
-from absl import app, flags, logging
+from absl import flags, logging
 
 from pmkd_tf import methods, pipeline, results
-from pmkd_tf.errors import UserError
-from pmkd_tf.experiments import flags as shared
+from pmkd_tf.experiments import cli, experiment_flags
 from pmkd_tf.recipe import PRESETS
 
 FLAGS = flags.FLAGS
@@ -41,6 +40,9 @@ flags.DEFINE_string("hparams_from", None, "best.json from experiments.tune: its 
                     "net, recipe, hyperparameters, seeds) for every setting the command line does not give.")
 flags.register_validator("table", lambda name: bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name)),
                          "--table must be a plain file name (letters, digits, _ . -)")
+flags.register_validator("hparams_from", lambda path: path is None or Path(path).is_file(),
+                         "--hparams_from must be the path of a best.json written by experiments.tune")
+cli.check("methods", lambda names: [methods.get(name) for name in names])
 
 
 def describe(exp: pipeline.Experiment, class_names: Sequence[str]) -> dict:
@@ -51,9 +53,9 @@ def describe(exp: pipeline.Experiment, class_names: Sequence[str]) -> dict:
     return flat
 
 
-def run(exp: pipeline.Experiment, seeds: Sequence[int], method_names: Sequence[str], data_dir: str | None,
-        out_dir: str, strategy_name: str = "default", table: str = results.DEFAULT_TABLE,
-        callbacks: Sequence[keras.callbacks.Callback] = ()) -> Path:
+def train_table(exp: pipeline.Experiment, seeds: Sequence[int], method_names: Sequence[str], data_dir: str | None,
+                out_dir: str, strategy_name: str = "default", table: str = results.DEFAULT_TABLE,
+                callbacks: Sequence[keras.callbacks.Callback] = ()) -> Path:
     """Train every (seed, method), recording each result in `table` as soon as it exists; the table's .md path."""
     for name in method_names:
         methods.get(name)
@@ -68,7 +70,7 @@ def run(exp: pipeline.Experiment, seeds: Sequence[int], method_names: Sequence[s
             for method in method_names:
                 if methods.METHODS[method].trains_teacher and not exp.teacher_per_seed and seed != seeds[0]:
                     continue
-                result = trainer.run(method, seed)
+                result = trainer.train_method(method, seed)
                 table_now = results.record(path, result, describe(exp, splits.class_names))
                 path.with_suffix(".md").write_text(results.markdown(table_now))
                 if result["status"] == "ok":
@@ -80,27 +82,16 @@ def run(exp: pipeline.Experiment, seeds: Sequence[int], method_names: Sequence[s
     return path.with_suffix(".md")
 
 
-def _main() -> None:
-    best = {}
-    if FLAGS.hparams_from:
-        path = Path(FLAGS.hparams_from)
-        if not path.exists():
-            raise UserError(f"--hparams_from {path} does not exist.")
-        best = json.loads(path.read_text())
-    for name in FLAGS.methods:
-        methods.get(name)
+def main() -> None:
+    best = json.loads(Path(FLAGS.hparams_from).read_text()) if FLAGS.hparams_from else {}
     # A best.json from before the tuner recorded its whole experiment still supplies its hyperparameters.
-    exp = shared.experiment(FLAGS.epochs, best.get("experiment") or best.get("hyperparameters"))
+    exp = experiment_flags.experiment(FLAGS.epochs, best.get("experiment") or best.get("hyperparameters"))
     seeds = FLAGS.seeds or (best["seeds"] if "experiment" in best and not FLAGS["preset"].present
                             else PRESETS[FLAGS.preset].seeds)
-    table = run(exp, list(range(seeds)), FLAGS.methods, shared.data_dir(), FLAGS.out_dir, FLAGS.strategy, FLAGS.table)
+    table = train_table(exp, list(range(seeds)), FLAGS.methods, experiment_flags.data_dir(), FLAGS.out_dir,
+                        FLAGS.strategy, FLAGS.table)
     print(table.read_text())
 
 
-def main(argv: list[str]) -> None:
-    del argv
-    shared.main_guard(_main)
-
-
 if __name__ == "__main__":
-    app.run(main, flags_parser=shared.parse)
+    cli.main(main)

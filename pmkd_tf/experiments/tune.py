@@ -14,23 +14,36 @@ mode runs trials in several processes: see docs/tuning.md.
 
 from __future__ import annotations
 
+import functools
 import json
 import shlex
 
-from absl import app, flags
+from absl import flags
 
 from pmkd_tf import methods, tuning
 from pmkd_tf.errors import UserError
-from pmkd_tf.experiments import flags as shared
+from pmkd_tf.experiments import cli, experiment_flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("method", "pmkd", f"Method whose weights are tuned: {', '.join(methods.METHODS)}.")
+
+
+def _parse_range(name: str, values: list[str]) -> tuning.Range:
+    """The value of `--<name>_range`; a UserError unless it is two numbers."""
+    try:
+        low, high = (float(v) for v in values)
+    except ValueError:
+        raise UserError(f"a range must be two numbers low,high, got {','.join(values)}.") from None
+    return tuning.Range(low, high, tuning.DEFAULT_RANGES[name].log)
+
+
+flags.DEFINE_enum("method", "pmkd", list(methods.METHODS), "Method whose weights are tuned.")
 flags.DEFINE_enum("tuner", "bayesian", list(tuning.TUNERS), "keras-tuner oracle.")
 flags.DEFINE_integer("max_trials", 10, "Trials in the search (raise it and re-run to extend a search).", lower_bound=1)
 flags.DEFINE_list("tune", ["rho"], f"Hyperparameters to search: any of {', '.join(tuning.TUNABLE)}.")
 for _name, _range in tuning.DEFAULT_RANGES.items():
     flags.DEFINE_list(f"{_name}_range", [str(_range.low), str(_range.high)],
                       f"low,high of {_name} ({'log-uniform' if _range.log else 'uniform'}).")
+    cli.check(f"{_name}_range", functools.partial(_parse_range, _name))
 flags.DEFINE_integer("trial_epochs", None, "Epochs of every phase a trial trains (hyperband: the largest budget); "
                      "default the preset's epochs.", lower_bound=1)
 flags.DEFINE_integer("seeds", 1, "Seeds per trial (0..seeds-1); the objective is their mean.", lower_bound=1)
@@ -42,26 +55,17 @@ flags.DEFINE_bool("overwrite", False, "Start the search over (trained phases are
 FLAGS.set_default("validation_examples", 5000)
 
 
-def _range(name: str) -> tuning.Range:
-    raw = FLAGS[f"{name}_range"].value
-    try:
-        low, high = (float(v) for v in raw)
-    except ValueError:
-        raise UserError(f"--{name}_range must be two numbers low,high, got {','.join(raw)}.") from None
-    return tuning.Range(low, high, tuning.DEFAULT_RANGES[name].log)
-
-
 def search_from_flags() -> tuning.Search:
     """Resolve preset + flags into a Search (validated)."""
-    return tuning.Search(
-        exp=shared.experiment(FLAGS.trial_epochs), method=FLAGS.method, tune=tuple(FLAGS.tune),
-        ranges={name: _range(name) for name in tuning.TUNABLE}, tuner=FLAGS.tuner, max_trials=FLAGS.max_trials,
-        seeds=FLAGS.seeds, search_seed=FLAGS.search_seed, hyperband_factor=FLAGS.hyperband_factor,
-    )
+    ranges = {name: _parse_range(name, FLAGS[f"{name}_range"].value) for name in tuning.TUNABLE}
+    return tuning.Search(exp=experiment_flags.experiment(FLAGS.trial_epochs), method=FLAGS.method,
+                         tuned=tuple(FLAGS.tune), ranges=ranges, tuner=FLAGS.tuner, max_trials=FLAGS.max_trials,
+                         seeds=FLAGS.seeds, search_seed=FLAGS.search_seed, hyperband_factor=FLAGS.hyperband_factor)
 
 
-def _main() -> None:
-    best = tuning.tune(search_from_flags(), FLAGS.out_dir, shared.data_dir(), FLAGS.project_name, FLAGS.overwrite)
+def main() -> None:
+    best = tuning.run_search(search_from_flags(), FLAGS.out_dir, experiment_flags.data_dir(), FLAGS.project_name,
+                             FLAGS.overwrite)
     if best is None:
         print("Worker done: the chief writes best.json.")
         return
@@ -74,10 +78,5 @@ def _main() -> None:
           f"--methods={result['method']} {' '.join(places)}".rstrip())
 
 
-def main(argv: list[str]) -> None:
-    del argv
-    shared.main_guard(_main)
-
-
 if __name__ == "__main__":
-    app.run(main, flags_parser=shared.parse)
+    cli.main(main)

@@ -1,19 +1,20 @@
 """The flags `experiments.run`, `tune` and `convergence` share, and how they turn them into an Experiment.
 
 Choices are absl enums and ranges are absl validators, so a bad value is
-refused while the command line is parsed; `parse` turns absl's refusal into
-the project's one `error:` line and exit code 2. Every loss term's
-hyperparameters (`terms.HYPERPARAMETERS`) are flags of their own name.
+refused while the command line is parsed (`cli.parse` prints the refusal as
+one `error:` line). A flag named after a setting of the Experiment or its
+Recipe is that setting, and every loss term's hyperparameters
+(`terms.HYPERPARAMETERS`) are flags of their own name.
 """
 
 from __future__ import annotations
 
-import sys
+import dataclasses
 
 from absl import flags, logging
 
 from pmkd_tf import data, models, pipeline, terms
-from pmkd_tf.errors import UserError
+from pmkd_tf.experiments import cli
 from pmkd_tf.recipe import PRESETS, WEIGHT_DECAY_KINDS, Recipe
 
 FLAGS = flags.FLAGS
@@ -57,19 +58,7 @@ flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step.")
 flags.DEFINE_integer("steps_per_execution", 1, "Batches per call of the compiled train function.", lower_bound=1)
 flags.register_validator("width_multiplier", lambda value: value is None or value > 0,
                          "width_multiplier must be > 0")
-
-
-def parse(argv: list[str]) -> list[str]:
-    """absl's parser (`app.run(..., flags_parser=parse)`), with a bad value as one `error:` line and exit 2."""
-    try:
-        rest = FLAGS(argv)
-    except flags.Error as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    if len(rest) > 1:
-        print(f"error: unexpected arguments {' '.join(rest[1:])}; use --flag=value.", file=sys.stderr)
-        sys.exit(2)
-    return rest
+cli.check("image_size", lambda text: text is None or data.parse_image_size(text))
 
 
 # The Experiment settings a preset decides (an explicit --preset counts as giving each of them).
@@ -88,26 +77,13 @@ def experiment(epochs: int | None, saved: dict | None = None) -> pipeline.Experi
     an experiment recorded by the tuner (`Experiment.flat`): a setting the
     command line does not give comes from it rather than from the preset.
     """
-    preset = PRESETS[FLAGS.preset]
-
-    def pick(flag, default):
-        return default if flag is None else flag
-
-    flat = {
-        "dataset": FLAGS.dataset, "net": FLAGS.net, "epochs": pick(epochs, preset.epochs),
-        "batch_size": pick(FLAGS.batch_size, preset.batch_size), "learning_rate": FLAGS.learning_rate,
-        "weight_decay_kind": pick(FLAGS.weight_decay_kind, preset.weight_decay_kind),
-        "width_multiplier": pick(FLAGS.width_multiplier, preset.width_multiplier), "n": FLAGS.n,
-        "pacemaker_kind": FLAGS.pacemaker_kind, "phase3_init": FLAGS.phase3_init,
-        "teacher_per_seed": FLAGS.teacher_per_seed, "train_examples": pick(FLAGS.train_examples, preset.train_examples),
-        "test_examples": pick(FLAGS.test_examples, preset.test_examples),
-        "validation_examples": FLAGS.validation_examples,
-        "image_size": data.parse_image_size(FLAGS.image_size) if FLAGS.image_size else None,
-        "channels": int(FLAGS.channels) if FLAGS.channels else None, "augment": FLAGS.augment,
-        "test_fraction": FLAGS.test_fraction, "precision": FLAGS.precision, "jit_compile": FLAGS.jit_compile,
-        "steps_per_execution": FLAGS.steps_per_execution, "downsampling": FLAGS.downsampling,
-        **{name: FLAGS[name].value for name in terms.HYPERPARAMETERS},
-    }
+    preset = dataclasses.asdict(PRESETS[FLAGS.preset])
+    names = (*pipeline.Experiment.__dataclass_fields__, *Recipe.__dataclass_fields__, *terms.HYPERPARAMETERS)
+    flat = {name: FLAGS[name].value for name in names if name in FLAGS}
+    flat["epochs"] = epochs
+    flat.update({name: preset[name] for name in PRESET_SETTINGS if flat[name] is None})
+    flat["image_size"] = data.parse_image_size(flat["image_size"]) if flat["image_size"] else None
+    flat["channels"] = int(flat["channels"]) if flat["channels"] else None
     if saved:
         given_epochs = epochs is not None or FLAGS["preset"].present
         flat.update({key: value for key, value in saved.items()
@@ -127,15 +103,3 @@ def experiment(epochs: int | None, saved: dict | None = None) -> pipeline.Experi
 
 def data_dir() -> str | None:
     return FLAGS.data_dir or data.default_data_dir()
-
-
-def main_guard(body) -> None:
-    """Run a CLI body: a user's mistake is one `error:` line and exit 2; Ctrl-C says how to resume, exit 130."""
-    try:
-        body()
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("Interrupted: finished epochs are saved; re-run the same command to resume.", file=sys.stderr)
-        sys.exit(130)
