@@ -28,10 +28,10 @@ import numpy as np
 from absl import logging
 
 from pmkd_tf.data import folder, tfds_loader
-from pmkd_tf.errors import DataError
 from pmkd_tf.data.images import IMAGE_SUFFIXES, ImageFiles
-from pmkd_tf.data.source import Counts
 from pmkd_tf.data.splits import AUGMENTS, Splits, normalize
+from pmkd_tf.data.subsets import Counts
+from pmkd_tf.errors import DataError
 
 ENV_DATA_DIR = "PMKD_DATA_DIR"
 DATASETS = ("cifar10", "cifar100", "svhn")
@@ -139,11 +139,11 @@ def load(
                f"<data_dir>/{dataset.removeprefix(_TFDS_PREFIX)}/{{train,test}}/<class>/*.")
     options = (counts, rng, image_size, channels, test_fraction, memory_limit_bytes)
     if dataset.startswith(_TFDS_PREFIX) and dataset[len(_TFDS_PREFIX):]:
-        loaded = tfds_loader.load(dataset[len(_TFDS_PREFIX):], dataset, *options, offline)
+        loaded = tfds_loader.read_tfds(dataset[len(_TFDS_PREFIX):], dataset, *options, offline)
     elif data_dir and _FOLDER_NAME.fullmatch(dataset):
-        loaded = folder.load(dataset, data_dir, *options, NATIVE_SHAPE if dataset in DATASETS else None)
+        loaded = folder.read_folder(dataset, data_dir, *options, NATIVE_SHAPE if dataset in DATASETS else None)
     elif dataset in DATASETS:
-        loaded = tfds_loader.load(TFDS_NAMES[dataset], dataset, *options, offline)
+        loaded = tfds_loader.read_tfds(TFDS_NAMES[dataset], dataset, *options, offline)
     elif _FOLDER_NAME.fullmatch(dataset):
         raise DataError(f"Unknown dataset {dataset!r}: not one of cifar10, cifar100, svhn or tfds:<name>; for an "
                         f"image folder pass --data_dir (or set {ENV_DATA_DIR}) to the folder holding "
@@ -156,7 +156,7 @@ def load(
     augment = augment or AUGMENT.get(dataset, "crop_flip")
     labels = loaded.labels
     identity = {
-        **loaded.source,
+        **loaded.origin,
         "image_shape": list(loaded.image_shape),
         "mean": list(mean),
         "std": list(std),

@@ -28,8 +28,8 @@ from absl import logging
 from PIL import Image
 
 from pmkd_tf.data import images
+from pmkd_tf.data.subsets import Counts, Loaded, choose, holdout
 from pmkd_tf.errors import DataError
-from pmkd_tf.data.source import Counts, Loaded, choose, holdout
 
 # Pillow band names of a single-channel image: 1-bit, 8-bit, 32-bit int
 # (also 16-bit PNGs) and float. Palette ("P") images count as colour, which
@@ -165,7 +165,7 @@ def _report_skipped(split: str, paths: list[str], chosen: np.ndarray, ok: np.nda
                                 "remove them.")
 
 
-def load(dataset: str, data_dir: str, counts: Counts, rng: np.random.Generator, image_size: tuple[int, int] | None,
+def read_folder(dataset: str, data_dir: str, counts: Counts, rng: np.random.Generator, image_size: tuple[int, int] | None,
          channels: int | None, test_fraction: float, memory_limit_bytes: int | None,
          native: images.Shape | None) -> Loaded:
     """The folder's three splits, decoded into memory if they fit under the limit, else kept on disk.
@@ -220,7 +220,7 @@ def load(dataset: str, data_dir: str, counts: Counts, rng: np.random.Generator, 
         else:
             storage[split] = images.ImageFiles(tuple(p for p, kept in zip(paths[split], ok) if kept), shape)
         start = stop
-    source = {"source": "folder", "name": dataset, "path": str(root.resolve()),
+    origin = {"source": "folder", "name": dataset, "path": str(root.resolve()),
               "fingerprint": _fingerprint([train, test] if has_test else [train]),
               "test_fraction": None if has_test else test_fraction}
-    return Loaded(storage, labels, train.classes, shape, decoded.histogram, source)
+    return Loaded(storage, labels, train.classes, shape, decoded.histogram, origin)

@@ -7,8 +7,8 @@ import tensorflow as tf
 from absl import logging
 
 from pmkd_tf.data import images
+from pmkd_tf.data.subsets import Counts, Loaded, choose, holdout
 from pmkd_tf.errors import DataError
-from pmkd_tf.data.source import Counts, Loaded, choose, holdout
 
 
 def _arrays(ds: tf.data.Dataset, shape: images.Shape) -> tuple[np.ndarray, np.ndarray]:
@@ -40,7 +40,7 @@ def _builder(name: str):
     return builder
 
 
-def load(name: str, dataset: str, counts: Counts, rng: np.random.Generator, image_size: tuple[int, int] | None,
+def read_tfds(name: str, dataset: str, counts: Counts, rng: np.random.Generator, image_size: tuple[int, int] | None,
          channels: int | None, test_fraction: float, memory_limit_bytes: int | None, offline_hint: str) -> Loaded:
     """tfds `name` (asked for as `dataset`) decoded into memory, downloading and preparing it if needed.
 
@@ -92,7 +92,7 @@ def load(name: str, dataset: str, counts: Counts, rng: np.random.Generator, imag
              "test": (test, test_pool[test_idx])}
     storage = {split: arrays[0][idx] for split, (arrays, idx) in picks.items()}
     labels = {split: arrays[1][idx] for split, (arrays, idx) in picks.items()}
-    source = {"source": "tfds", "name": dataset, "tfds_name": name, "tfds_version": str(builder.info.version),
+    origin = {"source": "tfds", "name": dataset, "tfds_name": name, "tfds_version": str(builder.info.version),
               "test_fraction": None if has_test else test_fraction}
     return Loaded(storage, labels, tuple(builder.info.features["label"].names), shape,
-                  images.histogram(storage["train"]), source)
+                  images.histogram(storage["train"]), origin)

@@ -1,4 +1,4 @@
-"""What every loader hands to `data.load`, and the seeded choice of subsets they share."""
+"""What every reader of a dataset hands to `data.load`, and the seeded choice of subsets they share."""
 
 from __future__ import annotations
 
@@ -21,11 +21,11 @@ class Counts:
 
 @dataclasses.dataclass(frozen=True)
 class Loaded:
-    """One dataset's three splits as a loader found them, before `load` adds defaults and identity.
+    """One dataset's three splits as a reader found them, before `data.load` adds defaults and identity.
 
     `storage` maps "train"/"val"/"test" to a uint8 NHWC array (in memory) or
     `ImageFiles` (on disk); `histogram` counts the training split's pixels;
-    `source` is the part of `Splits.identity` only the loader knows: where
+    `origin` is the part of `Splits.identity` only the reader knows: where
     the data came from and how the test split was made.
     """
 
@@ -34,7 +34,7 @@ class Loaded:
     class_names: tuple[str, ...]
     image_shape: Shape
     histogram: PixelHistogram
-    source: dict
+    origin: dict
 
 
 def holdout(labels: np.ndarray, class_names: tuple[str, ...], fraction: float, rng: np.random.Generator,
