@@ -2,44 +2,42 @@
 
 Ranges are absl bounds and every other rule a validator, so a bad value is
 refused while the command line is parsed, before any model or data is
-touched; `run_benchmark` turns that refusal, or a `UserError` of the
-benchmark itself, into one `error: ...` line and exit code 2 (the pattern
-of `pmkd_tf.experiments.cli.parse`).
+touched. The validators and the parser are the experiments' own
+(`pmkd_tf.experiments.cli`): absl's refusal, or a `UserError` of the
+benchmark itself, is one `error: ...` line and exit code 2.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Mapping
-from typing import Any, NoReturn
+from typing import Any
 
 from absl import app, flags
 
 from benchmarks.common import out_paths
 from pmkd_tf import data, models
 from pmkd_tf.errors import UserError
+from pmkd_tf.experiments import cli as experiments_cli
 
 FLAGS = flags.FLAGS
 
 
 def validate(name: str, check: Callable[[str, Any], object], each: bool = False) -> None:
-    """Refuse a bad --name while parsing: `check(name, value)` raises ValueError saying what is wrong.
+    """Refuse a bad --name while parsing: `check(name, value)` raises a UserError saying what is wrong.
 
     `each`: --name is a list flag that needs one value or more, each checked.
     """
 
-    def valid(value) -> bool:
-        try:
-            if each and not value:
-                raise ValueError(f"--{name} must list at least one value.")
-            for item in value if each else [value]:
-                check(name, item)
-        except ValueError as error:
-            raise flags.ValidationError(str(error)) from None
-        return True
+    def raises(value) -> None:
+        if each and not value:
+            raise UserError(f"--{name} must list at least one value.")
+        for item in value if each else [value]:
+            check(name, item)
 
-    flags.register_validator(name, valid)
+    experiments_cli.check(name, raises)
 
 
 def rule(ok: Callable[[str], object], what: str) -> Callable[[str, str], None]:
@@ -51,7 +49,7 @@ def rule(ok: Callable[[str], object], what: str) -> Callable[[str, str], None]:
         except (ValueError, ZeroDivisionError):
             good = False
         if not good:
-            raise ValueError(f"--{name}: {value!r} is not {what}.")
+            raise UserError(f"--{name}: {value!r} is not {what}.")
 
     return check
 
@@ -74,12 +72,12 @@ def one_of(valid) -> Callable[[str, str], None]:
 def _writable_out(name: str, out: str) -> None:
     """Fail before minutes of timing, not after, when the result cannot be written."""
     if not out:
-        raise ValueError(f"--{name} must not be empty.")
+        raise UserError(f"--{name} must not be empty.")
     parent = out_paths(out)[0].parent
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise ValueError(f"--{name} {out}: {parent} is not a writable folder.")
+        raise UserError(f"--{name} {out}: {parent} is not a writable folder.")
 
 
 def define_flags(name: str, timing: bool = False, tiny: bool = True) -> None:
@@ -116,36 +114,28 @@ def define_cell_flags() -> None:
     flags.DEFINE_integer("batch_size", 128, "Batch size (the paper's 128).", lower_bound=1)
 
 
-def _fail(message: object) -> NoReturn:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 def run_benchmark(body: Callable[[], None], tiny: Mapping[str, Any] | None = None) -> None:
     """Parse the flags and run `body`: a bad flag or a user's mistake is one `error:` line and exit code 2.
 
-    `tiny` holds the settings --tiny gives every flag not on the command line.
+    `tiny` holds the settings --tiny gives every flag not on the command line. (Not `experiments_cli.main`:
+    its Ctrl-C message promises saved epochs.)
     """
 
     def parse(argv: list[str]) -> list[str]:
-        try:
-            if tiny:  # --tiny first, so that its settings are the values the other flags start from
-                probe = flags.FlagValues()
-                flags.DEFINE_bool("tiny", False, "", flag_values=probe)
+        if tiny:  # --tiny first, so that its settings are the values the other flags start from
+            probe = flags.FlagValues()
+            flags.DEFINE_bool("tiny", False, "", flag_values=probe)
+            with contextlib.suppress(flags.Error):  # a bad --tiny is the parser's to report
                 probe(argv, known_only=True)
                 for name, value in tiny.items() if probe.tiny else ():
                     FLAGS[name].value = value
-            rest = FLAGS(argv)
-            if len(rest) > 1:
-                raise flags.Error(f"unexpected arguments {' '.join(rest[1:])}; every setting is a --flag.")
-        except flags.Error as error:
-            _fail(error)
-        return rest
+        return experiments_cli.parse(argv)
 
     def main(_: list[str]) -> None:
         try:
             body()
         except UserError as error:
-            _fail(error)
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
 
     app.run(main, flags_parser=parse)

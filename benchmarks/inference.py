@@ -71,9 +71,9 @@ def _model_pairs(name: str, pairs: list[str] | None) -> None:
     for pair in pairs:
         model, sep, path = pair.partition("=")
         if not sep or not model or not path:
-            raise ValueError(f"--{name}: {pair!r} is not name=path.keras.")
+            raise UserError(f"--{name}: {pair!r} is not name=path.keras.")
     if TEACHER not in [pair.partition("=")[0] for pair in pairs]:
-        raise ValueError(f"No teacher model: --{name} must name one '{TEACHER}', the reference every ratio is "
+        raise UserError(f"No teacher model: --{name} must name one '{TEACHER}', the reference every ratio is "
                          "taken against.")
 
 
