@@ -16,24 +16,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write `text` to `path` atomically; the temp name is per process, so concurrent writers never collide."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, obj: object) -> None:
-    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
 def atomic_save(path: Path, save: Callable[[Path], None]) -> None:
-    """`save(path)` (e.g. `model.save`), atomically; the temp name keeps the suffix Keras checks."""
+    """`save(path)` (e.g. `model.save`), atomically: to a temp name that is per process, so concurrent writers
+    never collide, and keeps the suffix Keras checks; then renamed into place."""
     path = Path(path)
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     save(tmp)
     os.replace(tmp, path)
+
+
+def atomic_write(path: Path, text: str) -> None:
+    atomic_save(path, lambda tmp: tmp.write_text(text))
+
+
+def atomic_write_json(path: Path, obj: object) -> None:
+    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 class Busy(Exception):

@@ -49,8 +49,9 @@ class Experiment:
 
     `hyperparameters` holds a value for every hyperparameter of every term
     (`terms.HYPERPARAMETERS`; the defaults fill in those not given).
-    `SPEED_ONLY` settings are not part of any phase's identity. `downsampling` (`models.NetConfig`)
-    changes the 1xN and Nx1 models only, so it is not part of a teacher's.
+    `SPEED_ONLY` settings are not part of any phase's identity.
+    `downsampling` (`models.NetConfig`) changes the 1xN and Nx1 models only,
+    so it is not part of a teacher's.
     """
 
     dataset: str

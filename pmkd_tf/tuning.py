@@ -116,12 +116,6 @@ class Search:
             raise UserError(f"hyperband needs 2 <= --hyperband_factor <= --trial_epochs to have budgets to "
                             f"choose from, got factor {self.hyperband_factor}, {self.exp.recipe.epochs} epochs; "
                             f"use more --trial_epochs or --tuner=random|bayesian.")
-        if self.tuner == "bayesian":
-            try:
-                import sklearn  # noqa: F401  keras-tuner's Gaussian process
-            except ImportError:
-                raise UserError("--tuner=bayesian needs scikit-learn (pip install scikit-learn); "
-                                "or use --tuner=random.") from None
 
     def experiment(self, values: Mapping[str, float], epochs: int | None = None) -> pipeline.Experiment:
         """The experiment of one trial: its loss weights and its epochs per phase."""

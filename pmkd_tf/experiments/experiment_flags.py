@@ -10,12 +10,13 @@ Recipe is that setting, and every loss term's hyperparameters
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from absl import flags, logging
 
 from pmkd_tf import data, models, pipeline, terms
 from pmkd_tf.experiments import cli
-from pmkd_tf.recipe import PRESETS, WEIGHT_DECAY_KINDS, Recipe
+from pmkd_tf.recipe import PRESETS, WEIGHT_DECAY_KINDS, Preset, Recipe
 
 FLAGS = flags.FLAGS
 
@@ -59,10 +60,13 @@ flags.DEFINE_integer("steps_per_execution", 1, "Batches per call of the compiled
 flags.register_validator("width_multiplier", lambda value: value is None or value > 0,
                          "width_multiplier must be > 0")
 cli.check("image_size", lambda text: text is None or data.parse_image_size(text))
+flags.register_validator("data_dir", lambda path: path is None or os.path.isdir(os.path.expanduser(path)),
+                         "--data_dir does not exist or is not a folder")
 
 
-# The Experiment settings a preset decides (an explicit --preset counts as giving each of them).
-PRESET_SETTINGS = ("epochs", "batch_size", "weight_decay_kind", "width_multiplier", "train_examples", "test_examples")
+# The Experiment settings a preset decides (an explicit --preset counts as giving each of them); its seeds are the
+# commands' own.
+PRESET_SETTINGS = tuple(name for name in Preset.__dataclass_fields__ if name != "seeds")
 
 
 def _given(setting: str) -> bool:
@@ -89,14 +93,13 @@ def experiment(epochs: int | None, saved: dict | None = None) -> pipeline.Experi
         flat.update({key: value for key, value in saved.items()
                      if not (given_epochs if key == "epochs" else _given(key))})
     exp = pipeline.Experiment.from_flat(flat)
-    recipe = exp.recipe
-    paper = PRESETS["paper"]
-    scale = (exp.width_multiplier, recipe.epochs, exp.train_examples, recipe.batch_size, recipe.weight_decay_kind)
-    is_paper = scale == (paper.width_multiplier, paper.epochs, paper.train_examples, paper.batch_size,
-                         paper.weight_decay_kind) and recipe.learning_rate == Recipe().learning_rate
+    paper = dataclasses.asdict(PRESETS["paper"])
+    is_paper = (all(flat[name] == paper[name] for name in PRESET_SETTINGS)
+                and flat["learning_rate"] == Recipe().learning_rate)
     images = "all" if exp.train_examples is None else f"{exp.train_examples:,}"
     logging.info("Scale: preset %s -> width x%g, %d epochs per phase, %s training images, batch %d, %s weight "
-                 "decay%s", FLAGS.preset, *scale[:2], images, *scale[3:],
+                 "decay%s", FLAGS.preset, exp.width_multiplier, exp.recipe.epochs, images, exp.recipe.batch_size,
+                 exp.recipe.weight_decay_kind,
                  " (the paper's recipe)" if is_paper else "; --preset=paper is the paper's recipe")
     return exp
 
