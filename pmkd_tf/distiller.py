@@ -3,8 +3,8 @@
 Keras' own `train_step` runs the student once in training mode (`call`);
 `compute_loss` runs the teacher once in inference mode (never updated) and
 sums the method's weighted loss terms (`pmkd_tf.terms`) over the logits and
-every feature tap of those two passes. Because the loss lives in `compute_loss`, Keras applies everything
-`fit` sets up around it: the loss scaling of a mixed_float16 policy, the
+every feature tap of those two passes. Because the loss lives in
+`compute_loss`, Keras applies everything `fit` sets up around it: the loss scaling of a mixed_float16 policy, the
 replica scaling of a distribution strategy, `steps_per_execution`. With no
 teacher it is plain cross-entropy training, so the teacher, the baseline,
 every KD variant and all three PMKD phases share this one step. Teacher and
