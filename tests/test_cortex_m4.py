@@ -135,9 +135,11 @@ _FAULT = _COMMON + """pmkd_status pmkd_stream_push_row(pmkd_stream *s, const int
 
 
 def _engine(directory: Path, body: str) -> Path:
-    directory.mkdir()
-    (directory / "pmkd_stream.h").write_text(_HEADER)
-    (directory / "pmkd_stream.c").write_text(body)
+    """A c/ folder holding a hand-written engine where the export puts its sources."""
+    src = codegen.source_dir(directory)
+    src.mkdir(parents=True)
+    (src / "pmkd_stream.h").write_text(_HEADER)
+    (src / "pmkd_stream.c").write_text(body)
     return directory
 
 
@@ -204,12 +206,13 @@ def _compile(command: list[str]) -> None:
 
 def test_stream_main_classifies_camera_rows_and_stops_on_a_dead_sensor(tools, student, tmp_path):
     c_dir, _, expected, _, pixels = student
-    flags = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic", f"-I{c_dir}"]
-    _compile(["arm-none-eabi-gcc", *cortex_m4.CFLAGS, "-pedantic", f"-I{c_dir}", "-c", str(STREAM_MAIN),
+    src = codegen.source_dir(c_dir)
+    flags = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic", f"-I{src}"]
+    _compile(["arm-none-eabi-gcc", *cortex_m4.CFLAGS, "-pedantic", f"-I{src}", "-c", str(STREAM_MAIN),
               "-o", str(tmp_path / "stream_main.o")])
     (tmp_path / "board.c").write_text(_BOARD)
     app = tmp_path / "app"
-    _compile(["cc", *flags, str(STREAM_MAIN), str(tmp_path / "board.c"), *map(str, sorted(c_dir.glob("*.c"))),
+    _compile(["cc", *flags, str(STREAM_MAIN), str(tmp_path / "board.c"), *map(str, sorted(src.glob("*.c"))),
               "-o", str(app)])
     (tmp_path / "pixels.bin").write_bytes(pixels.tobytes())
     run = subprocess.run([str(app)], cwd=tmp_path, capture_output=True, text=True, timeout=120)

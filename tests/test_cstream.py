@@ -1,7 +1,9 @@
 """The generated C engine on the host: bit-exact with LiteRT's reference kernels for every family, small state.
 
-Needs a C compiler (Debian's gcc) and binutils' `size`: under CI=true a missing
-tool fails these tests; elsewhere they skip, naming the package to install.
+Needs a C compiler (Debian's gcc) and binutils' `size`; the board-package
+tests also need `cmake` and `make`, and gcc-arm-none-eabi with
+libnewlib-arm-none-eabi. Under CI=true a missing tool fails these tests;
+elsewhere they skip, naming the package to install.
 """
 
 import dataclasses
@@ -10,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -19,6 +22,7 @@ from helpers import randomise_batch_norm, require_tools, reshape_images
 from pmkd_tf import models
 from pmkd_tf.export import tflite
 from pmkd_tf.export.cstream import codegen, export, graph, host, layout
+from pmkd_tf.export.cstream.toolchain import Toolchain, read_stats
 from pmkd_tf.errors import ExportError, StreamingError
 
 TINY = 1 / 16
@@ -92,23 +96,26 @@ def test_every_logit_equals_litert_reference_kernels(cases, name):
 
 def test_the_header_describes_the_model(cases):
     case = cases["vgg13_1xN_64x40"]
-    header = (case.c_dir / "pmkd_stream.h").read_text()
+    header = (codegen.source_dir(case.c_dir) / "pmkd_stream.h").read_text()
     for macro, value in (("HEIGHT", 64), ("WIDTH", 40), ("CHANNELS", 3)):
         assert f"#define PMKD_INPUT_{macro} {value}\n" in header
     assert "#define PMKD_NUM_CLASSES 10\n" in header
     assert "#define PMKD_INPUT_SCALE 1.0f\n#define PMKD_INPUT_ZERO_POINT (-128)\n" in header  # pixel - 128
-    assert "#define PMKD_INPUT_CHANNELS 1\n" in (cases["wrn_10_10_1xN_grey"].c_dir / "pmkd_stream.h").read_text()
-    assert sorted(p.name for p in case.c_dir.iterdir()) == sorted(codegen.FILES)
+    grey = codegen.source_dir(cases["wrn_10_10_1xN_grey"].c_dir) / "pmkd_stream.h"
+    assert "#define PMKD_INPUT_CHANNELS 1\n" in grey.read_text()
+    written = [path.relative_to(case.c_dir).as_posix() for path in case.c_dir.rglob("*") if path.is_file()]
+    assert sorted(written) == sorted(codegen.FILES)
 
 
 def test_the_inference_path_has_no_float_no_heap_and_const_weights(cases):
     case = cases["resnet18_1xN"]
-    code = "".join((case.c_dir / name).read_text() for name in ("pmkd_stream.c", "pmkd_engine.h", "pmkd_model.c"))
+    src = codegen.source_dir(case.c_dir)
+    code = "".join((src / name).read_text() for name in ("pmkd_stream.c", "pmkd_engine.h", "pmkd_model.c"))
     code = re.sub(r"/\*.*?\*/", "", code, flags=re.S)  # the comments may say "no float"
     assert not re.search(r"\b(float|double|malloc|free)\b", code)
     includes = set(re.findall(r"#include <([^>]+)>", code))
     assert includes <= {"stdint.h", "string.h", "stddef.h", "arm_acle.h"}
-    arrays = re.findall(r"^(static )?(const )?\w+ \w+\[\w*\] = ", (case.c_dir / "pmkd_model.c").read_text(), re.M)
+    arrays = re.findall(r"^(static )?(const )?\w+ \w+\[\w*\] = ", (src / "pmkd_model.c").read_text(), re.M)
     assert arrays and all(const for _, const in arrays)
 
 
@@ -163,16 +170,22 @@ def test_an_image_read_by_a_window_is_copied_into_a_line_buffer(compiler, cifar,
 
 
 @pytest.fixture(scope="module")
-def tiny_engine(compiler, cifar, tmp_path_factory) -> codegen.CSources:
-    """The C engine of a tiny untrained model whose logits are ready before the image's last row: its stem, a
-    VALID 3x3 stride-2 conv, reads rows 0 to 30, so no layer reads row 31."""
+def tiny_int8(cifar) -> bytes:
+    """A tiny untrained int8 model whose logits are ready before the image's last row: its stem, a VALID 3x3
+    stride-2 conv, reads rows 0 to 30, so no layer reads row 31. Seeded before its layers create their weights,
+    so its logits are the same in every run."""
+    keras.utils.set_random_seed(0)
     inputs = keras.Input((32, 32, 3))
     x = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(inputs)
     x = keras.layers.GlobalAveragePooling2D(keepdims=True)(x)
     logits = keras.layers.Reshape((10,))(keras.layers.Conv2D(10, 1)(x))
-    keras.utils.set_random_seed(0)
-    int8 = tflite.convert_int8(keras.Model(inputs, logits), cifar.train_images[:20])
-    return codegen.write_c_sources(int8, tmp_path_factory.mktemp("tiny") / "c")
+    return tflite.convert_int8(keras.Model(inputs, logits), cifar.train_images[:20])
+
+
+@pytest.fixture(scope="module")
+def tiny_engine(compiler, tiny_int8, tmp_path_factory) -> codegen.CSources:
+    """The C engine of `tiny_int8`."""
+    return codegen.write_c_sources(tiny_int8, tmp_path_factory.mktemp("tiny") / "c")
 
 
 def test_a_model_of_1x1_convs_only_compiles_warning_free(compiler, cifar, tmp_path):
@@ -184,7 +197,7 @@ def test_a_model_of_1x1_convs_only_compiles_warning_free(compiler, cifar, tmp_pa
     keras.utils.set_random_seed(0)
     sources = codegen.write_c_sources(tflite.convert_int8(keras.Model(inputs, logits), cifar.train_images[:20]),
                                       tmp_path / "c")
-    assert "#define PMKD_MAX_WINDOW 1" in (sources.directory / "pmkd_stream.h").read_text()
+    assert "#define PMKD_MAX_WINDOW 1" in (codegen.source_dir(sources.directory) / "pmkd_stream.h").read_text()
     host.compile_program(sources.directory, tmp_path)
 
 
@@ -197,19 +210,126 @@ def test_the_api_reports_misuse_as_its_header_says(tiny_engine, tmp_path):
     program, _ = host.compile_program(tiny_engine.directory, tmp_path, host.API_CHECK)
     run = subprocess.run([str(program)], capture_output=True, text=True, timeout=60)
     assert (run.returncode, run.stdout, run.stderr) == (0, f"checks {API_CHECKS} failed 0\n", "")
-    header = (tiny_engine.directory / "pmkd_stream.h").read_text()
+    header = (codegen.source_dir(tiny_engine.directory) / "pmkd_stream.h").read_text()
     for status in ("PMKD_OK = 0", "PMKD_IMAGE_COMPLETE = 1", "PMKD_ERROR_NULL = -1", "PMKD_ERROR_PAST_END = -2"):
         assert status in header
 
 
 def test_the_host_harness_fails_on_an_unexpected_status(tiny_engine, tmp_path):
     c_dir = shutil.copytree(tiny_engine.directory, tmp_path / "c")
-    engine = c_dir / "pmkd_stream.c"
+    engine = codegen.source_dir(c_dir) / "pmkd_stream.c"
     complete = "return r + 1 == image->out_h ? PMKD_IMAGE_COMPLETE : PMKD_OK;"
     assert engine.read_text().count(complete) == 1
     engine.write_text(engine.read_text().replace(complete, "return PMKD_OK; /* never complete */"))
     with pytest.raises(ExportError, match="pmkd_stream_push_row returned status 0, not 1, for row 31 of image 0"):
         host.run_engine(c_dir, np.zeros((1, 32, 32, 3), np.int8), np.zeros((1, 10), np.int8))
+
+
+BOARD_IMAGES = 8
+CMAKE = Toolchain("CMake build", {"cmake": "cmake", "make": "make", "cc": "gcc"})
+# A board project that adds c/ in the one line tflite/README.md gives and links the host harness against it.
+_BOARD_CMAKE = """cmake_minimum_required(VERSION 3.13)
+project(board LANGUAGES C)
+add_subdirectory(c)
+find_package(Threads REQUIRED)
+add_executable(host_main {harness})
+target_link_libraries(host_main PRIVATE pmkd_stream Threads::Threads)
+"""
+
+
+def test_c_is_a_cmake_library_a_board_project_adds_in_one_line(tiny_int8, tiny_engine, cifar, tmp_path):
+    """`add_subdirectory(c)` builds the static library `pmkd_stream` (C99), and a program linked against it
+    classifies real test images with the int8 .tflite's logits, bit for bit."""
+    require_tools(CMAKE.missing(), "CMake build")
+    reference = tflite.LiteRT(tiny_int8, "reference")
+    inputs = tflite.quantize_pixels(cifar.test_images[:BOARD_IMAGES], reference.input)
+    expected = np.stack([reference.invoke(x) for x in inputs])
+    assert len(np.unique(expected, axis=0)) == BOARD_IMAGES  # the logits vary, so equality means something
+    project, build = tmp_path / "board", tmp_path / "build"
+    shutil.copytree(tiny_engine.directory, project / "c")
+    (project / "CMakeLists.txt").write_text(_BOARD_CMAKE.format(harness=host.HARNESS.as_posix()))
+
+    def execute(work: Path, images: int) -> tuple[dict[str, int], dict]:
+        CMAKE.run_tool(["cmake", "-S", str(project), "-B", str(build), "-DCMAKE_C_FLAGS=-Wall -Wextra -Werror",
+                        "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON"], "configuring the board project")
+        CMAKE.run_tool(["cmake", "--build", str(build), "-j", "1"], "building the board project")
+        output = CMAKE.run_tool([str(build / "host_main"), str(work / "images.bin"), str(work / "logits.bin")],
+                                f"running {images} images")
+        return read_stats(output), {}
+
+    result = CMAKE.run_engine(inputs, expected, execute)
+    assert (result["images"], result["mismatched"], result["mismatched_values"]) == (BOARD_IMAGES, 0, 0), result
+    assert (build / "c" / "libpmkd_stream.a").is_file()
+    commands = json.loads((build / "compile_commands.json").read_text())
+    engine = {Path(c["file"]).name: c["command"] for c in commands if "/c/src/" in Path(c["file"]).as_posix()}
+    assert set(engine) == {"pmkd_stream.c", "pmkd_model.c"}
+    assert all("-std=c99" in command for command in engine.values()), engine
+
+
+ARDUINO = Toolchain("Arduino library check", {"arm-none-eabi-gcc": "gcc-arm-none-eabi",
+                                              "arm-none-eabi-g++": "gcc-arm-none-eabi",
+                                              "arm-none-eabi-nm": "binutils-arm-none-eabi"})
+# The Arduino library specification (1.5, rev. 2.2): the fields the Library Manager requires, and its categories.
+ARDUINO_FIELDS = ("name", "version", "author", "maintainer", "sentence", "paragraph", "category", "url",
+                  "architectures")
+ARDUINO_CATEGORIES = {"Display", "Communication", "Signal Input/Output", "Sensors", "Device Control", "Timing",
+                      "Data Storage", "Data Processing", "Other"}
+M4 = ("-mcpu=cortex-m4", "-mthumb", "-Wall", "-Wextra", "-Werror")
+# What a sketch does with the library, without the Arduino core. A sketch is C++.
+_SKETCH = """#include <pmkd_stream.h>
+
+static pmkd_stream stream;
+static int8_t row[PMKD_INPUT_WIDTH * PMKD_INPUT_CHANNELS];
+
+int classify() {
+    pmkd_stream_reset(&stream);
+    for (int r = 0; r < PMKD_INPUT_HEIGHT; ++r) {
+        if (pmkd_stream_push_row(&stream, row) < 0) return -1;
+    }
+    const int8_t *logits = pmkd_stream_logits(&stream);
+    int best = 0;
+    for (int c = 1; c < PMKD_NUM_CLASSES; ++c) {
+        if (logits[c] > logits[best]) best = c;
+    }
+    return best;
+}
+"""
+
+
+def _symbols(nm_output: str) -> set[str]:
+    """The symbol names `nm` lists (the last field of each line)."""
+    return {line.split()[-1] for line in nm_output.splitlines() if line.strip()}
+
+
+def test_c_is_an_arduino_library_that_builds_for_a_cortex_m4(tiny_engine, tmp_path):
+    """library.properties with every required field and `src/` holding all the sources, which compile for a
+    Cortex-M4; a C++ sketch calls the engine with C linkage. (No Arduino core installs here.)"""
+    require_tools(ARDUINO.missing(), "Arduino library check")
+    c_dir = tiny_engine.directory
+    lines = (c_dir / "library.properties").read_text().splitlines()
+    assert all("=" in line or line.startswith("#") for line in lines)  # any other line breaks every Arduino build
+    properties = dict(line.split("=", 1) for line in lines if not line.startswith("#"))
+    assert all(properties.get(field, "").strip() for field in ARDUINO_FIELDS), properties
+    assert properties["name"] == "pmkd_stream" and re.fullmatch(r"\d+\.\d+\.\d+", properties["version"])
+    assert properties["category"] in ARDUINO_CATEGORIES and properties["url"].startswith("https://")
+    src = codegen.source_dir(c_dir)
+    assert src == c_dir / "src" and (src / properties["includes"]).is_file()
+    assert not [p.name for p in c_dir.iterdir() if p.suffix in {".c", ".h", ".cpp"}]  # Arduino compiles src/ only
+    engine = []
+    for source in sorted(src.glob("*.c")):
+        engine.append(tmp_path / f"{source.stem}.o")
+        ARDUINO.run_tool(["arm-none-eabi-gcc", *M4, "-std=c99", "-c", str(source), "-o", str(engine[-1])],
+                         f"compiling {source.name}")
+    assert [o.name for o in engine] == ["pmkd_model.o", "pmkd_stream.o"]
+    sketch = tmp_path / "sketch.cpp"
+    sketch.write_text(_SKETCH)
+    ARDUINO.run_tool(["arm-none-eabi-g++", *M4, f"-I{src}", "-c", str(sketch), "-o", str(tmp_path / "sketch.o")],
+                     "compiling the sketch")
+    calls = {"pmkd_stream_reset", "pmkd_stream_push_row", "pmkd_stream_logits"}
+    assert calls <= _symbols(ARDUINO.run_tool(["arm-none-eabi-nm", "--undefined-only", str(tmp_path / "sketch.o")],
+                                              "arm-none-eabi-nm"))
+    assert calls <= _symbols(ARDUINO.run_tool(["arm-none-eabi-nm", "--defined-only", *map(str, engine)],
+                                              "arm-none-eabi-nm"))
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@
  * as soon as the sensor delivers it, so no image is ever held: the RAM is sizeof(pmkd_stream) plus one
  * camera row, one input row and the stack.
  *
- * Copy into your board project next to the generated engine (every file of
- * `python -m pmkd_tf.export --out_dir=...`'s c/ folder: pmkd_stream.h, pmkd_stream.c, pmkd_engine.h,
+ * Copy into your board project next to the generated engine (`python -m pmkd_tf.export --out_dir=...`'s c/
+ * folder, a CMake and Arduino library whose src/ holds pmkd_stream.h, pmkd_stream.c, pmkd_engine.h,
  * pmkd_model.c) and implement the three board functions declared below. Nothing here depends on the
  * model: sizes and quantisation come from pmkd_stream.h. C99; needs only <stdint.h> and <stdbool.h>.
  */

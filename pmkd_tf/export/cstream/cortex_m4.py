@@ -1,7 +1,7 @@
 """The generated C engine on a Cortex-M4: cross-compiled, run under QEMU, measured.
 
 The host check proves the C is right; this one proves it is right *on the
-target*: the same `c/` sources, built by Debian's `gcc-arm-none-eabi` for a
+target*: the same `c/src/` sources, built by Debian's `gcc-arm-none-eabi` for a
 Cortex-M4 (with its DSP instructions) and linked with the project's own
 startup file and linker script (`target/`), run on the Cortex-M4F of
 `qemu-system-arm -M mps2-an386`. The program reads the int8 images from a host
@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from pmkd_tf.errors import ExportError
+from pmkd_tf.export.cstream.codegen import source_dir
 from pmkd_tf.export.cstream.toolchain import Toolchain, read_stats
 
 TARGET_DIR = Path(__file__).resolve().parent / "target"
@@ -126,12 +127,12 @@ def _instructions(log: str) -> tuple[int, int]:
 
 
 def compile_elf(c_dir: Path, work: Path, stack_bytes: int = STACK_BYTES) -> tuple[Path, set[str]]:
-    """Cross-compile `c_dir/*.c` with the target files into `work/app.elf`; also return the engine's objects.
+    """Cross-compile `c_dir/src/*.c` with the target files into `work/app.elf`; also return the engine's objects.
 
     Each source becomes its own object so that the linker map attributes
     every kept section to the engine or to the harness.
     """
-    compiler = ["arm-none-eabi-gcc", *CFLAGS, f"-I{c_dir}", f"-I{TARGET_DIR}"]
+    compiler = ["arm-none-eabi-gcc", *CFLAGS, f"-I{source_dir(c_dir)}", f"-I{TARGET_DIR}"]
     engine = TOOLCHAIN.compile_each(compiler, TOOLCHAIN.engine_sources(c_dir), work, "engine_")
     target = TOOLCHAIN.compile_each(compiler, [TARGET_DIR / s for s in TARGET_SOURCES], work, "target_")
     elf = work / "app.elf"

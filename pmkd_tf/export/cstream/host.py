@@ -1,6 +1,6 @@
 """The generated C engine on this machine: compiled with the system compiler, run on images, compared, measured.
 
-`run_engine` compiles `c/` with `cc -std=c99 -O2 -Wall -Wextra -Werror` (any
+`run_engine` compiles `c/src/` with `cc -std=c99 -O2 -Wall -Wextra -Werror` (any
 warning fails the run) together with `harness/host_main.c`, runs it on the
 given int8 images and compares every logit with the expected ones (LiteRT's
 reference kernels). It reports `sizeof(pmkd_stream)` and the peak stack as
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pmkd_tf.export.cstream.codegen import source_dir
 from pmkd_tf.export.cstream.toolchain import Toolchain, read_stats
 
 HARNESS = Path(__file__).resolve().parent / "harness" / "host_main.c"
@@ -49,9 +50,10 @@ def object_sizes(objects: list[Path]) -> dict[str, int]:
 
 def compile_program(c_dir: Path, work: Path, harness: Path = HARNESS) -> tuple[Path, list[Path]]:
     """Compile the engine's sources (each to its own object) and link them with `harness`."""
-    objects = TOOLCHAIN.compile_each(["cc", *CFLAGS, f"-I{c_dir}"], TOOLCHAIN.engine_sources(c_dir), work)
+    include = f"-I{source_dir(c_dir)}"
+    objects = TOOLCHAIN.compile_each(["cc", *CFLAGS, include], TOOLCHAIN.engine_sources(c_dir), work)
     program = work / Path(harness).stem
-    TOOLCHAIN.run_tool(["cc", *CFLAGS, "-pthread", f"-I{c_dir}", str(harness), *map(str, objects), "-o",
+    TOOLCHAIN.run_tool(["cc", *CFLAGS, "-pthread", include, str(harness), *map(str, objects), "-o",
                         str(program)], f"compiling and linking {Path(harness).name}")
     return program, objects
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from pmkd_tf.errors import ExportError
+from pmkd_tf.export.cstream.codegen import source_dir
 
 # What a target's part of a run returns: the program's "name value" statistics (at least images,
 # state_bytes and peak_stack_bytes) and the target's own measurements for the report.
@@ -72,10 +73,10 @@ class Toolchain:
         return lines[0].strip() if lines else tool
 
     def engine_sources(self, c_dir: Path) -> list[Path]:
-        """The generated engine's `.c` files."""
-        sources = sorted(Path(c_dir).glob("*.c"))
+        """The generated engine's `.c` files (in `c_dir/src/`)."""
+        sources = sorted(source_dir(c_dir).glob("*.c"))
         if not sources:
-            raise ExportError(f"{self.name}: no .c files in {c_dir}; export the C engine first.")
+            raise ExportError(f"{self.name}: no .c files in {source_dir(c_dir)}; export the C engine first.")
         return sources
 
     def compile_each(self, compiler: list[str], sources: list[Path], work: Path, prefix: str = "") -> list[Path]:
