@@ -4,12 +4,12 @@ Keras' own `train_step` runs the student once in training mode (`call`);
 `compute_loss` runs the teacher once in inference mode (never updated) and
 sums the method's weighted loss terms (`pmkd_tf.terms`) over the logits and
 every feature tap of those two passes. Because the loss lives in
-`compute_loss`, Keras applies everything `fit` sets up around it: the loss scaling of a mixed_float16 policy, the
-replica scaling of a distribution strategy, `steps_per_execution`. With no
-teacher it is plain cross-entropy training, so the teacher, the baseline,
-every KD variant and all three PMKD phases share this one step. Teacher and
-student may each be a single model or a pacemaker ensemble (phase 1 trains
-both members).
+`compute_loss`, Keras applies everything `fit` sets up around it (the loss
+scaling of a mixed_float16 policy, the replica scaling of a distribution
+strategy, `steps_per_execution`). With no teacher it is plain cross-entropy
+training, so the teacher, the baseline, every KD variant and all three PMKD
+phases share this one step. Teacher and student may each be a single model
+or a pacemaker ensemble (phase 1 trains both members).
 """
 
 from __future__ import annotations
@@ -22,12 +22,10 @@ from pmkd_tf import terms as loss_terms
 
 
 class Distiller(keras.Model):
-    """Trains `student` on the weighted sum of `terms` against `teacher` (default: cross-entropy alone).
+    """Trains `student` on the weighted sum of `terms` (`terms.make`) against `teacher` (default: cross-entropy).
 
-    `teacher` is whatever this phase learns from: the NxN teacher or the
-    pacemaker; `terms` come from `terms.make`. Saving a Distiller saves the
-    student alone, which is what deployment and the next phase need; its
-    checkpoints (`save_weights`) hold the terms' own weights too.
+    Its checkpoints (`save_weights`) hold the terms' own weights too; `save`
+    saves the student alone.
     """
 
     def __init__(self, student: keras.Model, teacher: keras.Model | None = None,
@@ -89,7 +87,7 @@ class Distiller(keras.Model):
                 self.optimizer.build(self.trainable_variables)  # the student's and any term's own
 
     def save(self, filepath, *args, **kwargs) -> None:
-        """Save the student alone (the teacher is an input, not a result)."""
+        """Save the student alone: what deployment and the next phase need (the teacher is an input, not a result)."""
         self.student.save(filepath, *args, **kwargs)
 
 

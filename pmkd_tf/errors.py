@@ -1,13 +1,12 @@
 """The project's errors: one exception type for a user's mistake, and its kinds.
 
 Command lines print its message on one line and exit with code 2; any other
-exception is a bug and keeps its traceback. Every kind below is a
-`UserError` (so a `ValueError`) whose message says what to do.
+exception is a bug and keeps its traceback.
 """
 
 
 class UserError(ValueError):
-    """Bad input (a name, a number, a path, a file) with a message that says what to do."""
+    """Bad input (a name, a number, a path, a file) with a message that says what to do; every kind below is one."""
 
 
 class DataError(UserError):

@@ -3,9 +3,9 @@
 A method is its distillation terms (keys of `terms.TERMS`; cross-entropy is
 always in), whether it goes through a pacemaker, how many epochs its student
 trains relative to one phase, and its label in the results table. The phase
-planner (`pipeline.plan`), the tuner (which hyperparameters a method can
-tune), the results table and the benchmarks all read this table, so adding
-a method is one line here.
+planner (`pipeline.final_phase`, `pipeline.needed_phases`), the tuner, the
+results table and the benchmarks all read this table, so adding a method is
+one line here.
 
     teacher                      NxN net, cross-entropy
     baseline                     1xN student, cross-entropy

@@ -26,11 +26,6 @@ def _save(fig, path: Path, dpi: int) -> Path:
     return path
 
 
-def _history(folder: Path) -> list[float]:
-    with open(folder / "history.csv") as f:
-        return [float(row["accuracy"]) for row in csv.DictReader(f)]
-
-
 def plot(root: Path, seed: int, table: str = tables.DEFAULT_TABLE) -> list[Path]:
     """Draw both figures for the results table `table` under `root`; return their paths.
 
@@ -43,8 +38,7 @@ def plot(root: Path, seed: int, table: str = tables.DEFAULT_TABLE) -> list[Path]
     results = tables.read_table(path)
     if not results["runs"]:
         raise UserError(f"No runs in {path}.")
-    prefix = "" if table == tables.DEFAULT_TABLE else f"{table}_"
-    named = "" if table == tables.DEFAULT_TABLE else f" ({table})"
+    prefix, named = ("", "") if table == tables.DEFAULT_TABLE else (f"{table}_", f" ({table})")
     rows = tables.summary(results)
     shown = [m for m, row in rows.items() if row["mean"] is not None]
 
@@ -52,7 +46,7 @@ def plot(root: Path, seed: int, table: str = tables.DEFAULT_TABLE) -> list[Path]
     ax.bar(range(len(shown)), [rows[m]["mean"] for m in shown], color="#9ecae1")
     for i, m in enumerate(shown):
         ax.scatter([i] * len(rows[m]["accuracies"]), rows[m]["accuracies"], color="#08519c", zorder=3, s=14)
-    if "baseline" in rows and rows["baseline"]["mean"] is not None:
+    if "baseline" in shown:
         ax.axhline(rows["baseline"]["mean"], color="#cb181d", lw=1, ls="--", label="baseline mean")
         ax.legend(loc="lower right")
     accs = [a for m in shown for a in rows[m]["accuracies"]]
@@ -71,7 +65,8 @@ def plot(root: Path, seed: int, table: str = tables.DEFAULT_TABLE) -> list[Path]
             for folder in run["phases"]:
                 if folder.startswith("teacher-") and method != "teacher":
                     continue
-                curve += _history(root / folder)
+                with open(root / folder / "history.csv") as f:
+                    curve += [float(row["accuracy"]) for row in csv.DictReader(f)]
             ax.plot(range(1, len(curve) + 1), [100 * a for a in curve], label=methods.label(method))
         ax.set_xlabel("epoch (phases of one method back to back)")
         ax.set_ylabel("training top-1 (%)")

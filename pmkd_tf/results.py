@@ -1,10 +1,8 @@
 """Results tables: results.json (every run, per seed) and results.md (the paper's table).
 
-The table follows the paper: the mean top-1 over seeds per method, marked
-up/down against the baseline, and the stability view of sec. 4.4.3 (each
-seed's deviation from its method's mean, and the spread), and every
-method's margin over the baseline and each compute-matched control, seed by
-seed, with a paired t-test's p-value.
+The table follows the paper (the mean top-1 over seeds, up/down against the
+baseline; the stability view of sec. 4.4.3) and pairs every method with the
+baseline and each compute-matched control, seed by seed.
 """
 
 from __future__ import annotations
@@ -40,7 +38,7 @@ PAPER_CIFAR10 = {
 
 
 def read_table(path: Path) -> dict:
-    """The table at `path`: its settings and its runs (none if it does not exist yet)."""
+    """The table at `path` (with no runs if it does not exist yet)."""
     return json.loads(path.read_text()) if path.exists() else {"runs": {}}
 
 
@@ -71,26 +69,20 @@ def record(path: Path, run: dict, experiment: dict) -> dict:
     return results
 
 
-def _by_method(results: dict) -> dict[str, list[dict]]:
+def summary(results: dict) -> dict[str, dict]:
+    """Per method, in `methods.METHODS` order: seeds, accuracies (%), mean, deviations, spread, cost; failures."""
     grouped: dict[str, list[dict]] = {}
     for run in results["runs"].values():
         grouped.setdefault(run["method"], []).append(run)
     order = {name: i for i, name in enumerate(methods.METHODS)}
-    return {m: sorted(grouped[m], key=lambda r: r["seed"])
-            for m in sorted(grouped, key=lambda m: (order.get(m, len(order)), m))}
-
-
-def summary(results: dict) -> dict[str, dict]:
-    """Per method: seeds, accuracies (%), mean, deviations, spread, cost; failed runs listed."""
     table = {}
-    for method, runs in _by_method(results).items():
+    for method in sorted(grouped, key=lambda m: (order.get(m, len(order)), m)):
+        runs = sorted(grouped[method], key=lambda r: r["seed"])
         ok = [r for r in runs if r.get("status") == "ok"]
         accs = [100 * r["test_accuracy"] for r in ok]
         mean = statistics.fmean(accs) if accs else None
         table[method] = {
-            "seeds": [r["seed"] for r in ok],
-            "accuracies": accs,
-            "mean": mean,
+            "seeds": [r["seed"] for r in ok], "accuracies": accs, "mean": mean,
             "deviations": [a - mean for a in accs] if accs else [],
             "spread": max(accs) - min(accs) if accs else None,
             "failed": [f"seed {r['seed']}: {r.get('error', 'failed')}" for r in runs if r.get("status") != "ok"],
@@ -154,22 +146,21 @@ def markdown(results: dict) -> str:
     table = summary(results)
     base = (table.get("baseline") or {}).get("mean")
     lines = [
-        f"# {exp.get('net', '?')} on {exp.get('dataset', '?')}",
-        "",
+        f"# {exp.get('net', '?')} on {exp.get('dataset', '?')}", "",
         "Rows accumulate over every run with these settings (re-running resumes); the latest run was "
         f"`{exp.get('command', '?')}`.  ",
         f"Width multiplier {exp.get('width_multiplier')}, {exp.get('epochs')} epochs per phase, "
         f"rho={exp.get('rho')}, alpha={exp.get('alpha')}, tau={exp.get('temperature')}, "
         f"pacemaker={exp.get('pacemaker_kind')}, phase 3 starts from: {exp.get('phase3_init')}, "
         f"down-sampling: {exp.get('downsampling', 'stride')}.",
-        *([f"{len(names)} classes: {', '.join(names)}."] if (names := exp.get("class_names")) else []),
-        "",
+        *([f"{len(names)} classes: {', '.join(names)}."] if (names := exp.get("class_names")) else []), "",
         "Top-1 test accuracy (%), mean over seeds; up/down against the baseline. A run's cost counts every "
-        "phase it needs, the shared teacher and pacemaker included.",
-        "",
+        "phase it needs, the shared teacher and pacemaker included.", "",
         "| Method | Top-1 | vs baseline | Seeds | Spread (max-min) | Epochs, all phases | Wall s, all phases |",
         "|---|---|---|---|---|---|---|",
     ]
+    stability = ["", "## Stability (sec. 4.4.3): each seed's deviation from the method's mean", "",
+                 "| Method | Per-seed top-1 | Deviation | Range |", "|---|---|---|---|"]
     for method, row in table.items():
         if row["mean"] is None:
             lines.append(f"| {methods.label(method)} | failed | | | | | |")
@@ -181,15 +172,10 @@ def markdown(results: dict) -> str:
         lines.append(
             f"| {methods.label(method)} | {row['mean']:.2f} | {delta} | {len(row['seeds'])} | {row['spread']:.2f} | "
             f"{row['epochs']} | {row['wall_seconds']:.0f} |")
-    lines += ["", "## Stability (sec. 4.4.3): each seed's deviation from the method's mean", "",
-              "| Method | Per-seed top-1 | Deviation | Range |", "|---|---|---|---|"]
-    for method, row in table.items():
-        if row["mean"] is None:
-            continue
         accs = ", ".join(f"{a:.2f}" for a in row["accuracies"])
         devs = ", ".join(f"{d:+.2f}" for d in row["deviations"])
-        lines.append(f"| {methods.label(method)} | [{accs}] | [{devs}] | {row['spread']:.2f} |")
-    lines += _paired_lines(table)
+        stability.append(f"| {methods.label(method)} | [{accs}] | [{devs}] | {row['spread']:.2f} |")
+    lines += stability + _paired_lines(table)
     paper = PAPER_CIFAR10.get(exp.get("net")) if exp.get("dataset") == "cifar10" else None
     if paper and base is not None:
         paper_row = dict(zip(methods.PAPER_METHODS, paper, strict=True))

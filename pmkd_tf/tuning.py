@@ -1,23 +1,19 @@
 """Keras Tuner search of the loss terms' hyperparameters (rho by default) on a held-out validation split.
 
-A trial is not one `model.fit` but a whole method pipeline (for `pmkd`:
-pacemaker, phase 2, phase 3), so `PipelineTuner` is a keras-tuner `BaseTuner`
-whose `run_trial` calls `pipeline.Trainer.train_method` and reports the final phase's
-top-1 on the validation split held out from train. The test set is never
-read by the search: each phase's result.json still records its test top-1,
-so that `experiments.run` can reuse the phase, but no tuner code looks at it.
+A trial is a whole method pipeline (for `pmkd`: pacemaker, phase 2, phase
+3), not one `model.fit`, so `PipelineTuner` is a keras-tuner `BaseTuner`
+whose `run_trial` trains the method and reports the final phase's top-1 on
+the validation split held out from train; the test top-1 each phase records
+(for `experiments.run` to reuse the phase) is never read by the search.
 
-Phase folders are keyed by a hash of their config, so every phase a trial's
+Phase folders are keyed by a hash of their config, so a phase the tuned
 hyperparameters do not reach (always the cross-entropy teacher) is trained
-once and reused by every trial. best.json records the best trial's whole
-experiment, so `experiments.run --hparams_from=best.json --methods=<method>`
-trains exactly that experiment and reuses the best trial's phases instead
-of training them again.
+once and shared by every trial. best.json records the best trial's whole
+experiment, so `experiments.run --hparams_from=best.json` reuses its phases.
 
 The rest is keras-tuner's: its project directory makes a search resumable,
-and its chief/worker mode (KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP,
-KERASTUNER_ORACLE_PORT) runs trials in several processes that share one
-out_dir; the pipeline's per-phase lock makes them train each shared phase once.
+and its chief/worker mode runs trials in several processes that share one
+out_dir, where the pipeline's per-phase lock trains each shared phase once.
 """
 
 from __future__ import annotations
@@ -68,9 +64,8 @@ class Search:
     """Everything that defines one search.
 
     `exp` is the base experiment: `exp.recipe.epochs` is a trial's budget
-    (epochs of every phase it trains, i.e. `--trial_epochs`; for hyperband
-    the largest budget), and its hyperparameters are the values of those
-    that are not tuned.
+    (epochs of every phase it trains, `--trial_epochs`; hyperband's largest),
+    and its hyperparameters are the values of those that are not tuned.
     """
 
     exp: pipeline.Experiment
@@ -88,14 +83,13 @@ class Search:
         useful = methods.get(self.method).tunable
         if self.tuner not in TUNERS:
             raise UserError(f"Unknown tuner {self.tuner!r}; valid: {', '.join(TUNERS)}.")
-        for name in self.tuned:
-            if name not in TUNABLE:
-                raise UserError(f"Cannot tune {name!r}; tunable: {', '.join(TUNABLE)}.")
         if not self.tuned or len(set(self.tuned)) != len(self.tuned):
             raise UserError(f"--tune must name each of {', '.join(TUNABLE)} at most once, got {list(self.tuned)}.")
         if not useful:
             raise UserError(f"{self.method} trains with cross-entropy only: it has no loss weight to tune.")
         for name in self.tuned:
+            if name not in TUNABLE:
+                raise UserError(f"Cannot tune {name!r}; tunable: {', '.join(TUNABLE)}.")
             if name not in useful:
                 raise UserError(f"{name} has no effect on {self.method}'s loss; tune one of: {', '.join(useful)}.")
             bounds = self.ranges[name]
@@ -108,14 +102,12 @@ class Search:
         if self.exp.validation_examples <= 0:
             raise UserError("The objective is top-1 on a validation split held out from train: "
                             "set --validation_examples > 0.")
-        if self.max_trials <= 0:
-            raise UserError(f"--max_trials must be > 0, got {self.max_trials}.")
-        if self.seeds <= 0:
-            raise UserError(f"--seeds must be > 0, got {self.seeds}.")
+        for flag, value in (("max_trials", self.max_trials), ("seeds", self.seeds)):
+            if value <= 0:
+                raise UserError(f"--{flag} must be > 0, got {value}.")
         if self.tuner == "hyperband" and not 2 <= self.hyperband_factor <= self.exp.recipe.epochs:
-            raise UserError(f"hyperband needs 2 <= --hyperband_factor <= --trial_epochs to have budgets to "
-                            f"choose from, got factor {self.hyperband_factor}, {self.exp.recipe.epochs} epochs; "
-                            f"use more --trial_epochs or --tuner=random|bayesian.")
+            raise UserError(f"hyperband needs 2 <= --hyperband_factor <= --trial_epochs, got {self.hyperband_factor} "
+                            f"and {self.exp.recipe.epochs}; raise --trial_epochs or use --tuner=random|bayesian.")
 
     def experiment(self, values: Mapping[str, float], epochs: int | None = None) -> pipeline.Experiment:
         """The experiment of one trial: its loss weights and its epochs per phase."""
@@ -141,8 +133,7 @@ class Search:
         return [name for name in TUNABLE if name in methods.get(self.method).tunable]
 
     def hyperparameters(self) -> kt.HyperParameters:
-        """The search space: tuned hyperparameters over their range, the other tunable ones Fixed (so trials
-        record them)."""
+        """The search space: tuned hyperparameters over their range, the method's others Fixed (trials record them)."""
         hp = kt.HyperParameters()
         for name in self.tunable():
             if name in self.tuned:
@@ -153,9 +144,8 @@ class Search:
         return hp
 
     def oracle(self) -> kt.Oracle:
-        objective = kt.Objective(OBJECTIVE, direction="max")
-        common = {"objective": objective, "hyperparameters": self.hyperparameters(), "seed": self.search_seed,
-                  "allow_new_entries": False, "tune_new_entries": False}
+        common = {"objective": kt.Objective(OBJECTIVE, direction="max"), "hyperparameters": self.hyperparameters(),
+                  "seed": self.search_seed, "allow_new_entries": False, "tune_new_entries": False}
         if self.tuner == "random":
             return kt.oracles.RandomSearchOracle(max_trials=self.max_trials, **common)
         if self.tuner == "bayesian":
@@ -194,53 +184,37 @@ def project_path(search: Search, out_dir: str | Path, project_name: str | None =
 
 
 class PipelineTuner(BaseTuner):
-    """A keras-tuner tuner whose trial trains a whole method and scores it on the validation split.
-
-    It is a `BaseTuner` (the tuner class keras-tuner keeps free of
-    `model.fit`) because a trial is a chain of trainings; the oracle, the
-    project directory, resuming and the chief/worker protocol are keras-tuner's.
-    """
+    """A keras-tuner `BaseTuner` (the one without `model.fit`) whose trial trains a whole method."""
 
     def __init__(self, search: Search, out_dir: str | Path, data_dir: str | None = None,
                  project_name: str | None = None, overwrite: bool = False, verbose: int | str = 2):
         self.spec = search
-        self.role = distributed_role()
-        if overwrite and self.role == "worker":
+        role = distributed_role()
+        if overwrite and role == "worker":
             raise UserError("Only the chief may --overwrite a distributed search; drop it on the workers.")
         self.out_dir = Path(out_dir)
         self.data_dir = data_dir
         self.verbose = verbose
         self._splits: data.Splits | None = None
         project = project_path(search, out_dir, project_name)
-        tuner_id = os.environ.get(ENV_TUNER_ID, "tuner0")
+        fingerprint = project / "search.json"
+        if not overwrite and fingerprint.exists():
+            stored, wanted = json.loads(fingerprint.read_text()), json.loads(json.dumps(search.fingerprint()))
+            if stored != wanted:
+                keys = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+                raise UserError(f"{project} holds a search with other settings ({', '.join(keys)} differ); "
+                                f"use another --project_name, drop it for the default, or pass --overwrite.")
         started = not overwrite and (project / "oracle.json").exists()
-        if not overwrite:
-            self._check_fingerprint(project)
-        own_state = (project / f"{tuner_id}.json").exists()
+        own_state = (project / f"{os.environ.get(ENV_TUNER_ID, 'tuner0')}.json").exists()
         super().__init__(oracle=search.oracle(), directory=str(project.parent), project_name=project.name,
                          overwrite=overwrite)
-        if started and not own_state and self.role != "worker":
+        if started and not own_state and role != "worker":
             # keras-tuner resumes only when this tuner id saved the project; a
             # search started standalone (tuner0) and resumed as the chief, or
             # the reverse, must continue too instead of overwriting its trials.
             self.oracle.reload()
-        if not (project / "search.json").exists():
-            files.atomic_write_json(project / "search.json", search.fingerprint())
-
-    def _check_fingerprint(self, project: Path) -> None:
-        path = project / "search.json"
-        if not path.exists():
-            return
-        stored = json.loads(path.read_text())
-        wanted = json.loads(json.dumps(self.spec.fingerprint()))
-        if stored != wanted:
-            keys = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
-            raise UserError(f"{project} holds a search with other settings ({', '.join(keys)} differ); "
-                            f"use another --project_name, drop it for the default, or pass --overwrite.")
-
-    @property
-    def project(self) -> Path:
-        return Path(self.project_dir)
+        if not fingerprint.exists():
+            files.atomic_write_json(fingerprint, search.fingerprint())
 
     def splits(self) -> data.Splits:
         """The data, loaded on first use (the chief never trains, so never loads it)."""
@@ -287,8 +261,8 @@ class PipelineTuner(BaseTuner):
         # After every trial, so an interrupted search still leaves its best so far.
         self.write_best()
 
-    def best(self) -> dict | None:
-        """best.json's content: the best completed, non-diverged trial (keras-tuner's own ranking), or None."""
+    def write_best(self) -> Path | None:
+        """Write best.json: the best completed, non-diverged trial (keras-tuner's own ranking); its path or None."""
         # A diverged trial scores 0, so it is the best only when every trial diverged.
         trials = self.oracle.get_best_trials(1)
         if not trials or trials[0].status != "COMPLETED" or trials[0].metrics.get_last_value("diverged"):
@@ -301,18 +275,12 @@ class PipelineTuner(BaseTuner):
             "experiment": self.spec.experiment(values, epochs).flat(),
             "tuned": list(self.spec.tuned), "objective": OBJECTIVE, "score": float(trial.score),
             "trial_id": trial.trial_id, "method": self.spec.method, "tuner": self.spec.tuner,
-            "seeds": self.spec.seeds, "trial_epochs": epochs, "project": str(self.project),
+            "seeds": self.spec.seeds, "trial_epochs": epochs, "project": self.project_dir,
         }
         detail = Path(self.get_trial_dir(trial.trial_id)) / "pipeline.json"
         if detail.exists():
             best["phases"] = {str(run["seed"]): run["phases"] for run in json.loads(detail.read_text())["runs"]}
-        return best
-
-    def write_best(self) -> Path | None:
-        best = self.best()
-        if best is None:
-            return None
-        path = self.project / "best.json"
+        path = Path(self.project_dir) / "best.json"
         files.atomic_write_json(path, best)
         return path
 

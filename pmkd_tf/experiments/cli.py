@@ -47,8 +47,7 @@ def parse(argv: list[str]) -> list[str]:
 
 
 def main(body: Callable[[], None]) -> None:
-    """Run a command: its flags parsed by `parse`, then `body`; a user's mistake is one `error:` line and exit
-    2, Ctrl-C says how to resume and exits 130."""
+    """Run a command: its flags parsed by `parse`, then `body`; Ctrl-C says how to resume and exits 130."""
 
     def guarded(argv: list[str]) -> None:
         del argv

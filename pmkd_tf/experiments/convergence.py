@@ -6,14 +6,12 @@
 
 Trains `--method` (default the baseline) once per epoch count, with the LR
 milestones scaled to each, and records the rungs in
-`<out_dir>/<dataset>/<net>/<table>.json`, `.md` (top-1, the gain of each
-doubling, wall time and seconds per epoch) and `.png`. One table holds one
-ladder per training-set size (`--train_examples`), each with the command that
-made it, so the cheapest converged (size, epochs) can be read off one page.
-A setting has converged when training twice as long gains less than
-`--stop_below` points; the ladder stops climbing there. Every rung is an
-ordinary phase, so re-running resumes and `experiments.run` reuses what this
-trained.
+`<out_dir>/<dataset>/<net>/<table>.json`, `.md` and `.png`: one ladder per
+training-set size (`--train_examples`), each with the command that made it,
+so the cheapest converged (size, epochs) can be read off one page. A ladder
+stops climbing once training twice as long gains less than `--stop_below`
+points. Every rung is an ordinary phase, so re-running resumes and
+`experiments.run` reuses what this trained.
 """
 
 from __future__ import annotations
@@ -52,14 +50,6 @@ def _ladder(epochs_list: list[str]) -> list[int]:
 
 
 cli.check("epochs_list", _ladder)
-
-
-def _settings(exp: pipeline.Experiment) -> dict:
-    """What every ladder of one table shares: the experiment without its size and epochs."""
-    flat = exp.flat()
-    for varied in ("train_examples", "epochs"):
-        del flat[varied]
-    return flat
 
 
 def read_ladders(path: Path, method: str, settings: dict) -> dict:
@@ -116,7 +106,8 @@ def main() -> None:
     root = Path(FLAGS.out_dir) / base.dataset / base.net
     path = root / f"{FLAGS.table}.json"
     command = " ".join(["python -m pmkd_tf.experiments.convergence", *map(shlex.quote, sys.argv[1:])])
-    settings = _settings(base)
+    # What every ladder of one table shares: the experiment without its size and epochs.
+    settings = {key: value for key, value in base.flat().items() if key not in ("train_examples", "epochs")}
     with pipeline.out_dir_lock(root):
         read_ladders(path, FLAGS.method, settings)  # before training anything
         for epochs in ladder:

@@ -16,11 +16,8 @@ flags.DEFINE_float("width_multiplier", 1.0, "Channel multiplier.")
 
 def table(num_classes: int, width_multiplier: float) -> str:
     """Trainable parameters per net and filter shape, and the 1xN/NxN ratios."""
-    lines = [
-        "| Net | NxN (teacher) | 1xN (student) | Nx1 (column) | student/teacher total | "
-        "student/teacher intermediate convs | student on-the-fly |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    lines = ["| Net | NxN (teacher) | 1xN (student) | Nx1 (column) | student/teacher total | "
+             "student/teacher intermediate convs | student on-the-fly |", "|---|---|---|---|---|---|---|"]
     for net in models.NETS:
         r = {shape: models.on_the_fly_report(models.get_model(net, shape, num_classes, width_multiplier))
              for shape in models.FILTER_SHAPES}

@@ -42,15 +42,6 @@ flags.register_validator("table", lambda name: bool(re.fullmatch(r"[A-Za-z0-9][A
                          "--table must be a plain file name (letters, digits, _ . -)")
 flags.register_validator("hparams_from", lambda path: path is None or Path(path).is_file(),
                          "--hparams_from must be the path of a best.json written by experiments.tune")
-cli.check("methods", lambda names: [methods.get(name) for name in names])
-
-
-def describe(exp: pipeline.Experiment, class_names: Sequence[str]) -> dict:
-    """The table's settings block: the experiment, flattened, its classes, and the command that ran."""
-    flat = exp.flat()
-    flat["class_names"] = list(class_names)
-    flat["command"] = " ".join(["python -m pmkd_tf.experiments.run", *map(shlex.quote, sys.argv[1:])])
-    return flat
 
 
 def train_table(exp: pipeline.Experiment, seeds: Sequence[int], method_names: Sequence[str], data_dir: str | None,
@@ -64,14 +55,17 @@ def train_table(exp: pipeline.Experiment, seeds: Sequence[int], method_names: Se
     trainer = pipeline.Trainer(exp, splits, pipeline.worker_out_dir(out_dir, strategy), strategy,
                                callbacks=callbacks)
     path = trainer.root / f"{table}.json"
+    # The table's settings block: the experiment, its classes and the command that ran.
+    settings = {**exp.flat(), "class_names": list(splits.class_names),
+                "command": " ".join(["python -m pmkd_tf.experiments.run", *map(shlex.quote, sys.argv[1:])])}
     with pipeline.out_dir_lock(trainer.root):
-        results.check_same_table(path, describe(exp, splits.class_names))
+        results.check_same_table(path, settings)
         for seed in seeds:
             for method in method_names:
                 if methods.METHODS[method].trains_teacher and not exp.teacher_per_seed and seed != seeds[0]:
                     continue
                 result = trainer.train_method(method, seed)
-                table_now = results.record(path, result, describe(exp, splits.class_names))
+                table_now = results.record(path, result, settings)
                 path.with_suffix(".md").write_text(results.markdown(table_now))
                 if result["status"] == "ok":
                     logging.info("%s seed %d: top-1 %.2f%% (%d phases, %d epochs, %.0f s)", method, seed,

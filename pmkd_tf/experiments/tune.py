@@ -3,13 +3,10 @@
     python -m pmkd_tf.experiments.tune --net=resnet18 --method=pmkd --tuner=bayesian --max_trials=20 \\
         --preset=cpu --validation_examples=5000 --data_dir=../shared/data
 
-Every trial trains the method anew with its sampled weights for
-`--trial_epochs` epochs per phase (the CE teacher is trained once and shared)
-and reports the final student's validation top-1. Results go to
-`<out_dir>/<dataset>/<net>/tune/<project>/`: keras-tuner's project (re-running
-the same command continues the search) and `best.json`, which
-`experiments.run --hparams_from=<best.json>` accepts. keras-tuner's chief/worker
-mode runs trials in several processes: see docs/tuning.md.
+Results go to `<out_dir>/<dataset>/<net>/tune/<project>/`: keras-tuner's
+project (re-running the same command continues the search) and `best.json`,
+which `experiments.run --hparams_from=<best.json>` accepts. How a trial
+works: `pmkd_tf.tuning`; the chief/worker mode: docs/tuning.md.
 """
 
 from __future__ import annotations
@@ -55,17 +52,12 @@ flags.DEFINE_bool("overwrite", False, "Start the search over (trained phases are
 FLAGS.set_default("validation_examples", 5000)
 
 
-def search_from_flags() -> tuning.Search:
-    """Resolve preset + flags into a Search (validated)."""
-    ranges = {name: _parse_range(name, FLAGS[f"{name}_range"].value) for name in tuning.TUNABLE}
-    return tuning.Search(exp=experiment_flags.experiment(FLAGS.trial_epochs), method=FLAGS.method,
-                         tuned=tuple(FLAGS.tune), ranges=ranges, tuner=FLAGS.tuner, max_trials=FLAGS.max_trials,
-                         seeds=FLAGS.seeds, search_seed=FLAGS.search_seed, hyperband_factor=FLAGS.hyperband_factor)
-
-
 def main() -> None:
-    best = tuning.run_search(search_from_flags(), FLAGS.out_dir, experiment_flags.data_dir(), FLAGS.project_name,
-                             FLAGS.overwrite)
+    ranges = {name: _parse_range(name, FLAGS[f"{name}_range"].value) for name in tuning.TUNABLE}
+    search = tuning.Search(exp=experiment_flags.experiment(FLAGS.trial_epochs), method=FLAGS.method,
+                           tuned=tuple(FLAGS.tune), ranges=ranges, tuner=FLAGS.tuner, max_trials=FLAGS.max_trials,
+                           seeds=FLAGS.seeds, search_seed=FLAGS.search_seed, hyperband_factor=FLAGS.hyperband_factor)
+    best = tuning.run_search(search, FLAGS.out_dir, experiment_flags.data_dir(), FLAGS.project_name, FLAGS.overwrite)
     if best is None:
         print("Worker done: the chief writes best.json.")
         return
