@@ -40,7 +40,16 @@ STRATEGIES = ("default", "mirrored", "multiworker")
 SPEED_ONLY = ("jit_compile", "steps_per_execution")
 # Settings added after phases and tables were committed, at the value that behaves as the code did before
 # them. A setting at that value stays out of a phase's identity and a table's settings, so both are still found.
-ADDED_SETTINGS = {"downsampling": "stride"}
+ADDED_SETTINGS = {"downsampling": "stride", "teacher_width_multiplier": None, "bn_momentum": 0.99,
+                  "lr_schedule": "step"}
+
+
+def _as_before(settings: dict) -> dict:
+    """`settings` without each added setting at its old value (`ADDED_SETTINGS`, a newer hyperparameter at its
+    default): what phases and tables recorded before the setting existed."""
+    added = {**ADDED_SETTINGS, **{name: h.default for name, h in terms.HYPERPARAMETERS.items()
+                                  if not h.in_every_table}}
+    return {key: value for key, value in settings.items() if key not in added or value != added[key]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +60,9 @@ class Experiment:
     (`terms.HYPERPARAMETERS`; the defaults fill in those not given).
     `SPEED_ONLY` settings are not part of any phase's identity.
     `downsampling` (`models.NetConfig`) changes the 1xN and Nx1 models only,
-    so it is not part of a teacher's.
+    so it is not part of a teacher's. `teacher_width_multiplier` (None: the
+    students') widens the NxN teacher alone; its feature taps then have more
+    channels than the student's, which a feature term bridges with a regressor.
     """
 
     dataset: str
@@ -74,6 +85,8 @@ class Experiment:
     jit_compile: bool = False
     steps_per_execution: int = 1
     downsampling: str = "stride"
+    teacher_width_multiplier: float | None = None
+    bn_momentum: float = 0.99
 
     def __post_init__(self) -> None:
         models.validate_net(self.net)
@@ -84,21 +97,21 @@ class Experiment:
                 raise UserError(f"Unknown {name} {value!r}; valid: {', '.join(valid)}.")
         if self.steps_per_execution < 1:
             raise UserError(f"steps_per_execution must be >= 1, got {self.steps_per_execution}.")
-        models.NetConfig(self.net, width_multiplier=self.width_multiplier, n=self.n, downsampling=self.downsampling)
+        if self.teacher_width_multiplier == self.width_multiplier:
+            object.__setattr__(self, "teacher_width_multiplier", None)  # one meaning, so one identity
+        for role in ("teacher", "student"):
+            models.NetConfig(self.net, width_multiplier=self.width(role), n=self.n, downsampling=self.downsampling)
         defaults = {name: h.default for name, h in terms.HYPERPARAMETERS.items()}
         object.__setattr__(self, "hyperparameters", {**defaults, **terms.validate(self.hyperparameters)})
 
     def settings(self) -> dict:
         """The experiment as best.json and the tuner record it: its fields (the recipe nested) and each
-        hyperparameter beside them. A setting added after phases and tables were committed is left out where
-        it behaves as before it existed (`ADDED_SETTINGS`, a newer hyperparameter at its default), so those
-        records are still found."""
+        hyperparameter beside them, an added setting only where it changes something (`_as_before`), so
+        records made before it are still found."""
         settings = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
-        settings["recipe"] = dataclasses.asdict(settings["recipe"])
+        settings["recipe"] = _as_before(dataclasses.asdict(settings["recipe"]))
         settings.update(settings.pop("hyperparameters"))
-        added = {**ADDED_SETTINGS, **{name: h.default for name, h in terms.HYPERPARAMETERS.items()
-                                      if not h.in_every_table}}
-        return {key: value for key, value in settings.items() if key not in added or value != added[key]}
+        return _as_before(settings)
 
     def flat(self) -> dict:
         """`settings` with the recipe's fields beside the others: how a table records its settings."""
@@ -118,9 +131,15 @@ class Experiment:
         return cls(**own, recipe=recipe,
                    hyperparameters={name: flat[name] for name in terms.HYPERPARAMETERS if name in flat})
 
-    def net_config(self, filter_shape: str, num_classes: int, input_shape: tuple[int, int, int]) -> models.NetConfig:
-        return models.NetConfig(self.net, filter_shape, num_classes, self.width_multiplier, self.n,
-                                input_shape=input_shape, downsampling=self.downsampling)
+    def width(self, role: str) -> float:
+        """The width multiplier of a phase's model: the teacher's, else the students' (a pacemaker's too)."""
+        return (self.teacher_width_multiplier or self.width_multiplier) if role == "teacher" else self.width_multiplier
+
+    def net_config(self, role: str, num_classes: int, input_shape: tuple[int, int, int]) -> models.NetConfig:
+        """The model of a phase of `role`: NxN for the teacher, else 1xN (a pacemaker adds its Nx1 member)."""
+        return models.NetConfig(self.net, "NxN" if role == "teacher" else "1xN", num_classes, self.width(role),
+                                self.n, input_shape=input_shape, downsampling=self.downsampling,
+                                bn_momentum=self.bn_momentum)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,18 +166,19 @@ class Phase:
         config = {
             "phase": self.name, "role": self.role, "terms": list(spec.terms) if self.taught_by else [],
             "seed": self.seed, "epochs": self.epochs, "data": data_identity, "net": exp.net,
-            "width_multiplier": exp.width_multiplier, "n": exp.n,
+            "width_multiplier": exp.width(self.role), "n": exp.n,
             "pacemaker_kind": exp.pacemaker_kind if self.role == "pacemaker" else None,
             "train_examples": exp.train_examples, "test_examples": exp.test_examples,
             "validation_examples": exp.validation_examples, "precision": exp.precision,
-            "recipe": dataclasses.asdict(exp.recipe),
+            "recipe": _as_before(dataclasses.asdict(exp.recipe)),
             "weights": spec.values(exp.hyperparameters) if self.taught_by else None,
             "taught_by": self.taught_by.config(exp, data_identity) if self.taught_by else None,
             "init": self.init.config(exp, data_identity) if self.init else None, "init_member": self.init_member,
         }
-        if self.role != "teacher" and exp.downsampling != ADDED_SETTINGS["downsampling"]:
+        config.update(bn_momentum=exp.bn_momentum, label_smoothing=exp.hyperparameters["label_smoothing"])
+        if self.role != "teacher":
             config["downsampling"] = exp.downsampling  # NxN models ignore it: one teacher serves every kind
-        return config
+        return _as_before(config)
 
     def folder(self, exp: Experiment, data_identity: dict) -> str:
         return f"{self.name}-{digest(self.config(exp, data_identity))}"
@@ -363,8 +383,7 @@ class Trainer:
 
     def build_model(self, phase: Phase) -> keras.Model:
         """The phase's fresh model: seeded, or started from the weights of `phase.init`."""
-        filter_shape = {"teacher": "NxN", "student": "1xN", "pacemaker": "1xN"}[phase.role]
-        config = self.exp.net_config(filter_shape, self.splits.num_classes, self.splits.image_shape)
+        config = self.exp.net_config(phase.role, self.splits.num_classes, self.splits.image_shape)
         keras.utils.set_random_seed(phase.seed)
         model = models.build_pacemaker(config, self.exp.pacemaker_kind) if phase.role == "pacemaker" \
             else models.build(config)
@@ -424,7 +443,7 @@ class Trainer:
             teacher = keras.saving.load_model(self.trained_model(phase.taught_by)) if phase.taught_by else None
             student = self.build_model(phase)
             distiller = Distiller(student, teacher, terms.make(methods.METHODS[phase.method].terms,
-                                                                self.exp.hyperparameters) if teacher else None)
+                                                                self.exp.hyperparameters))
             distiller.compile(optimizer=recipe.optimizer(steps, phase.epochs), jit_compile=self.exp.jit_compile,
                               steps_per_execution=self.exp.steps_per_execution)
             checkpoint = EpochCheckpoint(folder / "checkpoint", folder / "history.csv")

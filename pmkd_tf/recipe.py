@@ -3,7 +3,8 @@
 The paper (sec. 4.3) trains every phase for 200 epochs, batch 128, SGD with
 momentum 0.9 and weight decay 1e-5, LR 0.1 multiplied by 0.2 at epochs 60,
 120 and 160. A shorter run keeps the same shape: the milestones scale with
-the epoch count.
+the epoch count. The "cosine" schedule instead decays the LR smoothly to 0
+over the phase (Loshchilov & Hutter).
 
 Weight decay comes in two kinds. The paper's (PyTorch's `weight_decay`) is
 "coupled": L2 added to the gradient before momentum, so with momentum 0.9
@@ -23,6 +24,7 @@ from pmkd_tf.errors import UserError
 PAPER_EPOCHS = 200
 PAPER_MILESTONES = (60, 120, 160)
 WEIGHT_DECAY_KINDS = ("coupled", "decoupled")
+LR_SCHEDULES = ("step", "cosine")
 
 
 @keras.saving.register_keras_serializable("pmkd_tf")
@@ -57,6 +59,7 @@ class Recipe:
     weight_decay: float = 1e-5
     weight_decay_kind: str = "decoupled"
     lr_decay: float = 0.2
+    lr_schedule: str = "step"
 
     def __post_init__(self) -> None:
         if self.epochs <= 0:
@@ -68,17 +71,26 @@ class Recipe:
         if self.weight_decay_kind not in WEIGHT_DECAY_KINDS:
             raise UserError(f"Unknown weight_decay_kind {self.weight_decay_kind!r}; valid: "
                             f"{', '.join(WEIGHT_DECAY_KINDS)}.")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise UserError(f"Unknown lr_schedule {self.lr_schedule!r}; valid: {', '.join(LR_SCHEDULES)}.")
 
     def milestones(self, epochs: int | None = None) -> tuple[int, ...]:
         """Epochs at which the LR drops: the paper's 60/120/160 scaled to `epochs`."""
         epochs = epochs or self.epochs
         return tuple(max(1, round(m * epochs / PAPER_EPOCHS)) for m in PAPER_MILESTONES)
 
-    def optimizer(self, steps_per_epoch: int, epochs: int | None = None) -> keras.optimizers.Optimizer:
-        """SGD with the step-wise LR schedule for a phase of `epochs` epochs."""
+    def schedule(self, steps_per_epoch: int,
+                 epochs: int | None = None) -> keras.optimizers.schedules.LearningRateSchedule:
+        """The LR at each step of a phase of `epochs` epochs."""
+        if self.lr_schedule == "cosine":
+            return keras.optimizers.schedules.CosineDecay(self.learning_rate, steps_per_epoch * (epochs or self.epochs))
         boundaries = [m * steps_per_epoch for m in self.milestones(epochs)]
         values = [self.learning_rate * self.lr_decay**i for i in range(len(boundaries) + 1)]
-        schedule = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+        return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+
+    def optimizer(self, steps_per_epoch: int, epochs: int | None = None) -> keras.optimizers.Optimizer:
+        """SGD with the recipe's LR schedule for a phase of `epochs` epochs."""
+        schedule = self.schedule(steps_per_epoch, epochs)
         if self.weight_decay_kind == "coupled":
             return CoupledSGD(schedule, momentum=self.momentum, l2=self.weight_decay)
         return keras.optimizers.SGD(schedule, momentum=self.momentum, weight_decay=self.weight_decay)

@@ -62,36 +62,27 @@ def test_pacemaker_as_student_trains_both_members_and_as_teacher(cifar):
     assert np.isfinite(phase2.train_on_batch(x, y, return_dict=True)["loss"])
 
 
-class _Scale(terms.Term):
-    """A term with a trainable weight of its own: the squared gap between scaled student and teacher logits."""
-
-    key = "scale"
-
-    def build(self, student, teacher):
-        self.scale = self.add_weight(shape=(), initializer="ones", name="scale")
-        self.built = True
-
-    def weight(self):
-        return 1.0
-
-    def compute(self, labels, student, teacher):
-        return keras.ops.mean(keras.ops.square(self.scale * student["logits"] - teacher["logits"]))
-
-
-def test_a_term_may_own_weights_trained_and_checkpointed_with_the_student(cifar, tmp_path):
-    teacher, student = _pair()
-    d = Distiller(student, teacher, [*terms.make((), {}), _Scale({})])
+def test_a_wider_teacher_is_reached_through_regressors_trained_and_checkpointed_but_never_exported(cifar, tmp_path):
+    """FitNet's 1x1 regressor is the feature term's own weight: trained with the student, in its checkpoints, not
+    in the deployable student; with equal widths (the paper's) there is none."""
+    keras.utils.set_random_seed(0)
+    teacher, student = (models.get_model("resnet8", shape, 10, width) for shape, width in (("NxN", 0.5), ("1xN", 0.25)))
+    d = Distiller(student, teacher, terms.make(("feature",), {}))
+    regressors = [v for v in d.trainable_variables if "regressor" in v.path]
+    assert [tuple(v.shape) for v in regressors] == [(4, 8), (4, 8), (8, 16), (16, 32)]
     d.compile(optimizer=keras.optimizers.SGD(0.1))
-    x, y = _batch(cifar)
-    assert set(d.train_on_batch(x, y, return_dict=True)) == {"loss", "ce", "scale", "accuracy"}
-    trained = float(d.terms[1].scale.numpy())
-    assert trained != 1.0  # the optimizer reached the term's own weight
+    before = [v.numpy().copy() for v in regressors]
+    assert set(d.train_on_batch(*_batch(cifar), return_dict=True)) == {"loss", "ce", "feature", "accuracy"}
+    assert all(not np.array_equal(a, v.numpy()) for a, v in zip(before, regressors))
     d.save_weights(tmp_path / "checkpoint.weights.h5")
-    again = Distiller(_pair()[1], teacher, [*terms.make((), {}), _Scale({})])
+    again = Distiller(models.get_model("resnet8", "1xN", 10, 0.25), teacher, terms.make(("feature",), {}))
     again.load_weights(tmp_path / "checkpoint.weights.h5")
-    assert float(again.terms[1].scale.numpy()) == trained
-    d.save(tmp_path / "student.keras")  # the deployable student carries no loss weights
+    for a, b in zip(d.trainable_variables, again.trainable_variables, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    d.save(tmp_path / "student.keras")
     assert keras.saving.load_model(tmp_path / "student.keras").count_params() == student.count_params()
+    same_width = Distiller(student, models.get_model("resnet8", "NxN", 10, 0.25), terms.make(("feature",), {}))
+    assert len(same_width.trainable_variables) == len(student.trainable_variables)
 
 
 def test_no_teacher_is_plain_cross_entropy(cifar):

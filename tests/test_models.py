@@ -64,6 +64,14 @@ def test_full_width_resnet18_matches_the_known_cifar_parameter_count():
     assert report.trainable_params == 11_173_962
 
 
+def test_resnet8_is_mlperf_tinys_network():
+    """16-filter stem, one basic block each of 16, 32, 64 filters: MLPerf Tiny's ~78k parameters (ours: no conv
+    biases, a batch norm on each projection)."""
+    model = models.get_model("resnet8", "NxN", 10)
+    assert model.count_params() == 78_714
+    assert _feature_shapes(model) == [(32, 32, 16), (32, 32, 16), (16, 16, 32), (8, 8, 64)]
+
+
 def test_any_wrn_depth_and_width():
     model = models.get_model("wrn_22_2", "1xN", 10, TINY)
     assert len(model.output["features"]) == 1 + 3 * 3

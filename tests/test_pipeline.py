@@ -96,6 +96,30 @@ def test_downsampling_enters_identities_only_where_it_changes_a_model(trained):
     assert "downsampling" not in stride.flat() and average.flat()["downsampling"] == "average"
 
 
+def test_settings_added_later_enter_identities_only_away_from_their_old_value(cifar):
+    """bn_momentum 0.99, the step schedule and no label smoothing are what every committed phase trained with."""
+    old = [p.config(_exp(), {}) for p in pipeline.needed_phases(pipeline.final_phase(_exp(), "pmkd", 0))]
+    assert not any(f'"{name}"' in json.dumps(old) for name in ("bn_momentum", "label_smoothing", "lr_schedule"))
+    changes = [_exp(bn_momentum=0.9), _exp(label_smoothing=0.1), _exp(recipe=Recipe(1, 64, lr_schedule="cosine"))]
+    for exp in changes:
+        new = [p.config(exp, {}) for p in pipeline.needed_phases(pipeline.final_phase(exp, "pmkd", 0))]
+        assert all(a != b for a, b in zip(old, new)) and len(exp.flat()) == len(_exp().flat()) + 1
+    model = pipeline.Trainer(changes[0], cifar, "unused").build_model(pipeline.final_phase(changes[0], "kd", 0))
+    assert {layer.momentum for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)} == {0.9}
+
+
+def test_a_wider_teacher_changes_the_teacher_and_what_learns_from_it_only():
+    """--teacher_width_multiplier equal to --width_multiplier (or absent) is today's experiment, phases and all."""
+    same, wide = _exp(teacher_width_multiplier=TINY), _exp(teacher_width_multiplier=4 * TINY)
+    assert same == _exp() and "teacher_width_multiplier" not in same.flat()
+    assert wide.flat()["teacher_width_multiplier"] == 4 * TINY
+    assert wide.net_config("teacher", 10, (32, 32, 3)).width_multiplier == 4 * TINY
+    assert wide.net_config("pacemaker", 10, (32, 32, 3)).width_multiplier == TINY
+    for method, changed in (("teacher", True), ("baseline", False), ("kd", True), ("pmkd", True)):
+        folders = [pipeline.final_phase(e, method, 0).folder(e, {}) for e in (same, wide)]
+        assert (folders[0] != folders[1]) == changed, method
+
+
 def test_the_committed_converged_table_and_its_phases_are_still_found():
     """Today's code gives the committed `converged` table's settings and every phase's config (so its folder)."""
     root = Path(__file__).parents[1] / "experiments/results/cifar10/resnet18"

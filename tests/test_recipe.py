@@ -34,3 +34,10 @@ def test_recipes_pick_their_kind_and_the_paper_preset_is_coupled():
     assert PRESETS["cpu"].weight_decay_kind == "decoupled"
     with pytest.raises(ValueError, match="Unknown weight_decay_kind"):
         Recipe(weight_decay_kind="l1")
+
+
+def test_the_cosine_schedule_decays_smoothly_to_zero_over_the_phase_and_step_keeps_the_papers_drops():
+    cosine = Recipe(epochs=10, learning_rate=0.1, lr_schedule="cosine").schedule(steps_per_epoch=4)
+    step = Recipe(epochs=10, learning_rate=0.1).schedule(steps_per_epoch=4)
+    assert [float(cosine(s)) for s in (0, 20, 40)] == pytest.approx([0.1, 0.05, 0.0], abs=1e-7)
+    assert [float(step(s)) for s in (12, 13, 25, 33)] == pytest.approx([0.1, 0.02, 0.004, 0.0008])  # epochs 3, 6, 8

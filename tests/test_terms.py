@@ -31,6 +31,14 @@ def test_logit_kd_by_hand_with_and_without_tau_squared():
     assert terms.make(["kd"], {"alpha": 0.7})[0].weight() == pytest.approx(0.3)  # CE gets 1 - alpha
 
 
+def test_label_smoothing_by_hand():
+    logits = np.array([[2.0, 0.0, 0.0]], "float32")
+    log_p = np.log(np.exp(logits[0]) / np.exp(logits[0]).sum())
+    targets = np.array([0.9 + 0.1 / 3, 0.1 / 3, 0.1 / 3])  # 0.1 of the label spread over the 3 classes
+    value, _ = _value("ce", {"logits": logits}, labels=np.array([0]), label_smoothing=0.1)
+    assert value == pytest.approx(float(-(targets * log_p).sum()), rel=1e-5)
+
+
 def test_feature_distance_averages_taps_of_different_sizes():
     t = {"features": [np.zeros((1, 2, 2, 1), "float32"), np.zeros((1, 1, 1, 3), "float32")]}
     s = {"features": [np.full((1, 2, 2, 1), 2.0, "float32"), np.array([[[[1.0, 0.0, 0.0]]]], "float32")]}

@@ -16,7 +16,7 @@ from absl import flags, logging
 
 from pmkd_tf import data, models, pipeline, terms
 from pmkd_tf.experiments import cli
-from pmkd_tf.recipe import PRESETS, WEIGHT_DECAY_KINDS, Preset, Recipe
+from pmkd_tf.recipe import LR_SCHEDULES, PRESETS, WEIGHT_DECAY_KINDS, Preset, Recipe
 
 FLAGS = flags.FLAGS
 
@@ -36,7 +36,13 @@ flags.DEFINE_integer("batch_size", None, "Batch size (default: the preset's).", 
 flags.DEFINE_float("learning_rate", 0.1, "Initial SGD learning rate.", lower_bound=0)
 flags.DEFINE_enum("weight_decay_kind", None, list(WEIGHT_DECAY_KINDS), "coupled: L2 in the gradient before "
                   "momentum (the paper's, PyTorch's); decoupled: Keras'. Default: the preset's.")
+flags.DEFINE_enum("lr_schedule", "step", list(LR_SCHEDULES), "step: the paper's drops at 30/60/80% of a phase; "
+                  "cosine: a smooth decay to 0.")
+flags.DEFINE_float("bn_momentum", 0.99, "Batch-norm moving-average momentum, Keras' way (PyTorch's 0.1, the "
+                   "paper's, is 0.9 here).", lower_bound=0, upper_bound=0.999)
 flags.DEFINE_float("width_multiplier", None, "Channel multiplier of every net (default: the preset's).")
+flags.DEFINE_float("teacher_width_multiplier", None, "Channel multiplier of the NxN teacher alone (default: "
+                  "--width_multiplier); a wider teacher's feature taps reach the student through a 1x1 regressor.")
 flags.DEFINE_integer("n", 3, "N of the NxN / 1xN / Nx1 filters.")
 for _h in terms.HYPERPARAMETERS.values():
     (flags.DEFINE_bool if isinstance(_h.default, bool) else flags.DEFINE_float)(_h.name, _h.default, _h.help)
@@ -57,8 +63,8 @@ flags.DEFINE_enum("precision", "float32", list(pipeline.PRECISIONS), "Keras dtyp
                   "(mixed_float16 scales the loss, as Keras does).")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step.")
 flags.DEFINE_integer("steps_per_execution", 1, "Batches per call of the compiled train function.", lower_bound=1)
-flags.register_validator("width_multiplier", lambda value: value is None or value > 0,
-                         "width_multiplier must be > 0")
+for _name in ("width_multiplier", "teacher_width_multiplier"):
+    flags.register_validator(_name, lambda value: value is None or value > 0, f"{_name} must be > 0")
 cli.check("image_size", lambda text: text is None or data.parse_image_size(text))
 flags.register_validator("data_dir", lambda path: path is None or os.path.isdir(os.path.expanduser(path)),
                          "--data_dir does not exist or is not a folder")

@@ -74,7 +74,12 @@ def check_input_size(net: str, input_shape: tuple[int, int, int]) -> None:
 def build(config: NetConfig) -> keras.Model:
     """Build the model a `NetConfig` describes (after checking its input is large enough for the net)."""
     check_input_size(config.net, config.input_shape)
-    return _family(config.net)[0](config)
+    model = _family(config.net)[0](config)
+    # Set once here rather than passed to every BatchNormalization the builders create; it is saved with each.
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = config.bn_momentum
+    return model
 
 
 def get_model(net: str, filter_shape: str = "NxN", num_classes: int = 10, width_multiplier: float = 1.0,

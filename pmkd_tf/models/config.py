@@ -27,6 +27,8 @@ class NetConfig:
       downsampling: how a 1xN or Nx1 model halves the axis its kernels do not
         cover: "stride" (the paper's: drops every other row) or "average" /
         "max" (pools row pairs first, `filters.downsample`). NxN ignores it.
+      bn_momentum: every batch norm's moving-average momentum, Keras' way
+        (Keras' default 0.99; PyTorch's 0.1, the paper's, is Keras' 0.9).
     """
 
     net: str
@@ -37,6 +39,7 @@ class NetConfig:
     stem: str = "NxN"
     input_shape: tuple[int, int, int] = (32, 32, 3)
     downsampling: str = "stride"
+    bn_momentum: float = 0.99
 
     def __post_init__(self) -> None:
         if self.filter_shape not in FILTER_SHAPES:
@@ -49,6 +52,8 @@ class NetConfig:
             raise UserError(f"stem must be 'NxN' or 'body', got {self.stem!r}.")
         if not self.width_multiplier > 0:
             raise UserError(f"width_multiplier must be > 0, got {self.width_multiplier}.")
+        if not 0 <= self.bn_momentum < 1:
+            raise UserError(f"bn_momentum must be in [0, 1), got {self.bn_momentum}.")
         if self.num_classes < 2:
             raise UserError(f"num_classes must be >= 2, got {self.num_classes}.")
         if len(self.input_shape) != 3 or not all(isinstance(d, numbers.Integral) and d > 0 for d in self.input_shape):

@@ -1,10 +1,16 @@
-"""CIFAR ResNet18/34 (basic blocks) and ResNet50 (bottlenecks) in any filter shape.
+"""CIFAR ResNet8/18/34 (basic blocks) and ResNet50 (bottlenecks) in any filter shape.
 
 Only the spatial convs change shape: both convs of a basic block, and the
 middle conv of a bottleneck (its 1x1 convs and the 1x1 projection shortcuts
 are already one row high). A block that halves the resolution does so in its
 strided conv and its projection alike (`filters.downsample`). Feature taps:
 the stem output and every residual block's output.
+
+ResNet8 is MLPerf Tiny's image-classification network (a 16-filter stem,
+one basic block each of 16, 32 and 64 filters, the last two halving the
+resolution), the reference every microcontroller result is read against.
+As in the other ResNets its convs have no bias and its projections a batch
+norm (MLPerf's have biases and no projection norm); int8 export folds both.
 """
 
 from __future__ import annotations
@@ -14,13 +20,14 @@ import keras
 from pmkd_tf.models import filters
 from pmkd_tf.models.config import NetConfig
 
-BLOCKS = {
-    "resnet18": ("basic", (2, 2, 2, 2)),
-    "resnet34": ("basic", (3, 4, 6, 3)),
-    "resnet50": ("bottleneck", (3, 4, 6, 3)),
-}
 WIDTHS = (64, 128, 256, 512)
-EXPANSION = {"basic": 1, "bottleneck": 4}
+# net: (block, blocks per stage, channels per stage); the stem has the first stage's channels.
+BLOCKS = {
+    "resnet8": ("basic", (1, 1, 1), (16, 32, 64)),
+    "resnet18": ("basic", (2, 2, 2, 2), WIDTHS),
+    "resnet34": ("basic", (3, 4, 6, 3), WIDTHS),
+    "resnet50": ("bottleneck", (3, 4, 6, 3), WIDTHS),
+}
 
 
 def downsampling(net: str) -> tuple[str, ...]:
@@ -61,15 +68,15 @@ def _bottleneck(x, width: int, stride: int, config: NetConfig, name: str):
 
 
 def build_resnet(config: NetConfig) -> keras.Model:
-    kind, depths = BLOCKS[config.net]
+    kind, depths, widths = BLOCKS[config.net]
     block = _basic if kind == "basic" else _bottleneck
     inputs = keras.Input(config.input_shape, name="image")
 
-    x = filters.conv(inputs, filters.scaled(64, config.width_multiplier), config.stem_filter_shape, config.n,
+    x = filters.conv(inputs, filters.scaled(widths[0], config.width_multiplier), config.stem_filter_shape, config.n,
                      name=filters.STEM_CONV)
     x = filters.bn_relu(x, "stem")
     features = [x]
-    for stage, (depth, width) in enumerate(zip(depths, WIDTHS), start=1):
+    for stage, (depth, width) in enumerate(zip(depths, widths), start=1):
         for i in range(depth):
             stride = 2 if stage > 1 and i == 0 else 1
             x = block(x, filters.scaled(width, config.width_multiplier), stride, config, f"stage{stage}_block{i + 1}")

@@ -66,10 +66,10 @@ def values(keys: Iterable[str], given: Mapping[str, Value]) -> dict[str, Value]:
 
 
 def make(keys: Iterable[str], given: Mapping[str, Value]) -> list[Term]:
-    """Cross-entropy and the terms `keys`, each with the values of `values(keys, given)`."""
-    keys = list(keys)
+    """Cross-entropy and the terms `keys`, each with the values of `values` (cross-entropy's own included)."""
+    keys = [CROSS_ENTROPY, *keys]
     chosen = values(keys, given)
-    return [TERMS[key](chosen) for key in (CROSS_ENTROPY, *keys)]
+    return [TERMS[key](chosen) for key in keys]
 
 
 __all__ = ["CROSS_ENTROPY", "HYPERPARAMETERS", "TERMS", "Hyperparameter", "Range", "Term", "Value", "make",
