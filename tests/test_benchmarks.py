@@ -16,7 +16,10 @@ import keras
 import pytest
 import tensorflow as tf
 
+from helpers import require_tools
 from pmkd_tf import models
+from pmkd_tf.export import exporter
+from pmkd_tf.export.cstream import cortex_m4, host
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -161,3 +164,32 @@ def test_inference(data_dir, tmp_path, saved_models):
     again = _run("inference", data_dir, "--tiny", f"--out={out}", f"--models={pairs}")
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stderr.count("Reusing the export") == 2
+
+
+def test_mcu_table_takes_every_models_board_figures_from_its_own_export(data_dir, tmp_path):
+    """A tiny trained table (teacher and baseline) becomes two rows whose figures are the exports' report.json's."""
+    require_tools(cortex_m4.tools_missing() + host.tools_missing(), "the MCU table's C engine checks")
+    runs = tmp_path / "runs"
+    env = {**os.environ, "PMKD_DATA_DIR": data_dir, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    trained = subprocess.run([sys.executable, "-m", "pmkd_tf.experiments.run", "--preset=smoke", "--net=resnet8",
+                              "--methods=teacher,baseline", "--downsampling=average", "--table=mcu",
+                              f"--out_dir={runs}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    result, markdown = _outputs("mcu", data_dir, tmp_path, f"--results={runs}", "--tables=resnet8/mcu",
+                                f"--exports={tmp_path / 'exports'}")
+    table = json.loads((runs / "cifar10" / "resnet8" / "mcu.json").read_text())["runs"]
+    rows = {r["method"]: r for r in result["rows"]}
+    assert set(rows) == {"teacher", "baseline"}
+    assert (rows["teacher"]["filter_shape"], rows["baseline"]["filter_shape"]) == ("NxN", "1xN")
+    assert (rows["teacher"]["downsampling"], rows["baseline"]["downsampling"]) == (None, "average")
+    for method, r in rows.items():
+        run = table[f"{method}/seed0"]
+        report = json.loads((tmp_path / "exports" / "resnet8" / run["folder"] / "report.json").read_text())
+        assert {k: r[k] for k in exporter.board_figures(report)} == exporter.board_figures(report)
+        assert r["test_images"] == 64 and r["bit_exact"] == "host 16/16, Cortex-M4 2/2"
+        assert r["cpu_hours"] == round(run["total_wall_seconds"] / 3600, 3) and r["width_multiplier"] == 1 / 16
+    # Rows by RAM: the 1xN student holds rows, the NxN teacher 3-row windows, so the student comes first, and the
+    # smallest model is always on the frontier.
+    assert [r["method"] for r in result["rows"]] == ["baseline", "teacher"] and rows["baseline"]["pareto"]
+    assert "| ★ resnet8 1xN average x0.0625 baseline |" in markdown
+    assert (tmp_path / "results" / "mcu.png").stat().st_size > 10_000

@@ -206,6 +206,30 @@ def export_student(student: keras.Model, splits: data.Splits, out_dir: str | Pat
     return report
 
 
+def board_figures(report: dict) -> dict:
+    """What a board user weighs, from one report of `export_student`: accuracy, the C engine's RAM (state + peak
+    stack), flash (its code + constants) and instructions per inference on the Cortex-M4, TFLite Micro's arena.
+
+    An ExportError if the report has no Cortex-M4 run to take them from (the engine refused the model, or a
+    tool was missing).
+    """
+    c_stream = report["c_stream"]
+    m4 = c_stream.get("cortex_m4", {})
+    if "instructions_per_inference" not in m4:
+        reason = cstream.failure(c_stream) or "no Cortex-M4 run"
+        raise ExportError(f"{report['model']}: no C engine figures on the Cortex-M4 ({reason}).")
+    host, plan = c_stream["host"], c_stream["plan"]
+    return {
+        "test_images": report["accuracy"]["test_examples"], "int8_top1": report["accuracy"]["tflite_int8"],
+        "float_top1": report["accuracy"]["keras_float"], "state_bytes": m4["state_bytes"],
+        "peak_stack_bytes": m4["peak_stack_bytes"], "flash_bytes": m4["engine_code_bytes"] + m4["engine_const_bytes"],
+        "instructions": m4["instructions_per_inference"], "tflm_arena_bytes": report["arena_bytes"]["measured"],
+        "input_rows_read": f"{plan['input_rows_read']}/{plan['input_rows']}",
+        "bit_exact": f"host {host['images'] - host['mismatched']}/{host['images']}, "
+                     f"Cortex-M4 {m4['images'] - m4['mismatched']}/{m4['images']}",
+    }
+
+
 def _kib(value: int) -> str:
     return f"{value:,} B ({value / 1024:.1f} KiB)"
 
