@@ -15,6 +15,8 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from pmkd_tf.errors import UserError
+
 
 def atomic_save(path: Path, save: Callable[[Path], None]) -> None:
     """`save(path)` (e.g. `model.save`), atomically: to a temp name that is per process, so concurrent writers
@@ -33,18 +35,15 @@ def atomic_write_json(path: Path, obj: object) -> None:
     atomic_write(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-class Busy(Exception):
-    """Another process holds the lock (raised only by `lock(..., wait=False)`)."""
-
-
 @contextlib.contextmanager
-def lock(path: Path, wait: bool = True) -> Iterator[None]:
-    """Hold an exclusive `flock` on `path` for the block; wait for it, or raise `Busy` at once."""
+def lock(path: Path, busy: str | None = None) -> Iterator[None]:
+    """Hold an exclusive `flock` on `path` for the block: wait for it or, given `busy`, refuse at once with that
+    message (a `UserError`) while another process holds it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if busy is None else fcntl.LOCK_NB))
         except BlockingIOError:
-            raise Busy(str(path)) from None
+            raise UserError(busy) from None
         yield

@@ -38,31 +38,25 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 STRATEGIES = ("default", "mirrored", "multiworker")
 # Experiment settings that change a phase's speed, not its result.
 SPEED_ONLY = ("jit_compile", "steps_per_execution")
-# Settings added after phases and tables were committed, at the value that behaves as the code did before
-# them. A setting at that value stays out of a phase's identity and a table's settings, so both are still found.
+# Settings added after phases and tables were committed (newer hyperparameters too), at the value that behaves as
+# the code did before: there they stay out of a phase's identity and a table's settings, so both are still found.
 ADDED_SETTINGS = {"downsampling": "stride", "teacher_width_multiplier": None, "bn_momentum": 0.99,
-                  "lr_schedule": "step"}
+                  "lr_schedule": "step", **{name: h.default for name, h in terms.HYPERPARAMETERS.items()
+                                            if not h.in_every_table}}
 
 
 def _as_before(settings: dict) -> dict:
-    """`settings` without each added setting at its old value (`ADDED_SETTINGS`, a newer hyperparameter at its
-    default): what phases and tables recorded before the setting existed."""
-    added = {**ADDED_SETTINGS, **{name: h.default for name, h in terms.HYPERPARAMETERS.items()
-                                  if not h.in_every_table}}
-    return {key: value for key, value in settings.items() if key not in added or value != added[key]}
+    """`settings` as recorded before the `ADDED_SETTINGS` existed: without each one at its old value."""
+    return {key: value for key, value in settings.items() if key not in ADDED_SETTINGS or value != ADDED_SETTINGS[key]}
 
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
-    """Everything that defines one table: data, net, recipe and the loss terms' hyperparameters.
+    """Everything that defines one table: data, net, recipe and every term's hyperparameters (defaults filled in).
 
-    `hyperparameters` holds a value for every hyperparameter of every term
-    (`terms.HYPERPARAMETERS`; the defaults fill in those not given).
-    `SPEED_ONLY` settings are not part of any phase's identity.
-    `downsampling` (`models.NetConfig`) changes the 1xN and Nx1 models only,
-    so it is not part of a teacher's. `teacher_width_multiplier` (None: the
-    students') widens the NxN teacher alone; its feature taps then have more
-    channels than the student's, which a feature term bridges with a regressor.
+    `teacher_width_multiplier` (None: the students') widens the NxN teacher
+    alone; its feature taps then have more channels than the student's, which
+    a feature term bridges with a regressor.
     """
 
     dataset: str
@@ -106,8 +100,7 @@ class Experiment:
 
     def settings(self) -> dict:
         """The experiment as best.json and the tuner record it: its fields (the recipe nested) and each
-        hyperparameter beside them, an added setting only where it changes something (`_as_before`), so
-        records made before it are still found."""
+        hyperparameter beside them, an added setting only where it changes something (`_as_before`)."""
         settings = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         settings["recipe"] = _as_before(dataclasses.asdict(settings["recipe"]))
         settings.update(settings.pop("hyperparameters"))
@@ -123,13 +116,12 @@ class Experiment:
     def from_flat(cls, flat: Mapping) -> Experiment:
         """The experiment a `flat` (or `settings`) record describes (unknown keys, e.g. a table's command, ignored)."""
         flat = {**flat, **flat.get("recipe", {})}
-        recipe = Recipe(**{key: flat[key] for key in Recipe.__dataclass_fields__ if key in flat})
-        own = {key: flat[key] for key in cls.__dataclass_fields__ if key in flat and key not in ("recipe",
-                                                                                               "hyperparameters")}
+        own = {key: flat[key] for key in cls.__dataclass_fields__ if key in flat}
+        own.update(recipe=Recipe(**{key: flat[key] for key in Recipe.__dataclass_fields__ if key in flat}),
+                   hyperparameters={name: flat[name] for name in terms.HYPERPARAMETERS if name in flat})
         if own.get("image_size") is not None:
             own["image_size"] = tuple(own["image_size"])
-        return cls(**own, recipe=recipe,
-                   hyperparameters={name: flat[name] for name in terms.HYPERPARAMETERS if name in flat})
+        return cls(**own)
 
     def width(self, role: str) -> float:
         """The width multiplier of a phase's model: the teacher's, else the students' (a pacemaker's too)."""
@@ -198,10 +190,8 @@ def final_phase(exp: Experiment, method: str, seed: int) -> Phase:
     if spec.trains_teacher:
         return teacher
     name = f"{method}-seed{seed}"
-    if not spec.terms:
-        return Phase(name, "student", method, seed, epochs * spec.epoch_factor)
     if not spec.via_pacemaker:
-        return Phase(name, "student", method, seed, epochs * spec.epoch_factor, teacher)
+        return Phase(name, "student", method, seed, epochs * spec.epoch_factor, teacher if spec.terms else None)
     pacemaker = Phase(f"pacemaker-{spec.family}-{exp.pacemaker_kind}-seed{seed}", "pacemaker", method, seed, epochs,
                       teacher)
     if exp.phase3_init == "student":
@@ -214,15 +204,8 @@ def final_phase(exp: Experiment, method: str, seed: int) -> Phase:
 
 def needed_phases(phase: Phase) -> Iterator[Phase]:
     """A phase and every phase it depends on, each once, dependencies first."""
-    seen: dict[str, Phase] = {}
-
-    def visit(p: Phase) -> None:
-        for q in p.inputs:
-            visit(q)
-        seen.setdefault(p.name, p)
-
-    visit(phase)
-    return iter(seen.values())
+    chain = [needed for p in phase.inputs for needed in needed_phases(p)] + [phase]
+    return iter({p.name: p for p in chain}.values())  # each name once, where it first comes
 
 
 def load_splits(exp: Experiment, data_dir: str | None) -> data.Splits:
@@ -255,9 +238,8 @@ def worker_out_dir(out_dir: str | Path, strategy: tf.distribute.Strategy) -> Pat
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.task_type:
         return Path(out_dir)
-    cluster = resolver.cluster_spec().as_dict()
     chief = resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
-                                              and "chief" not in cluster)
+                                              and "chief" not in resolver.cluster_spec().as_dict())
     return Path(out_dir) if chief else Path(out_dir) / f".{resolver.task_type}-{resolver.task_id}"
 
 
@@ -277,10 +259,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         super().__init__()
         self.folder = folder
         self.history = history
-
-    @property
-    def state(self) -> Path:
-        return self.folder / "state.json"
+        self.state = folder / "state.json"
 
     def resume(self, model: keras.Model) -> int:
         """Load the last committed epoch into `model` (optimizer built first); the epoch to start from.
@@ -437,7 +416,6 @@ class Trainer:
         files.atomic_write_json(folder / "config.json", phase.config(self.exp, self.splits.identity))
         recipe = self.exp.recipe
         train = self.splits.train_dataset(recipe.batch_size, phase.seed)  # shuffled and augmented from this seed
-        val = self.splits.eval_dataset("val", recipe.batch_size) if self.splits.num_examples("val") else None
         steps = math.ceil(self.splits.num_examples("train") / recipe.batch_size)
         with _policy(self.exp.precision), self.strategy.scope():
             teacher = keras.saving.load_model(self.trained_model(phase.taught_by)) if phase.taught_by else None
@@ -460,18 +438,18 @@ class Trainer:
             # would otherwise cost more per epoch than the training itself.
             distiller.fit(train, epochs=phase.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
                           verbose=self.verbose, shuffle=False)
-            wall = checkpoint.seconds
             if guard.failed_epoch is not None:
-                error = f"{phase.name}: loss became NaN/inf in epoch {guard.failed_epoch}; lower the learning rate or rho."
+                error = (f"{phase.name}: loss became NaN/inf in epoch {guard.failed_epoch}; "
+                         "lower the learning rate or rho.")
                 files.atomic_write_json(folder / "result.json", {"status": "failed", "error": error,
                                                                  "phase": phase.name, "epoch": guard.failed_epoch})
                 raise TrainingDiverged(error)
-            test = self.splits.eval_dataset("test", recipe.batch_size)
-            result = {"status": "ok", "phase": phase.name,
-                      "test_accuracy": float(distiller.evaluate(test, verbose=0, return_dict=True)["accuracy"]),
-                      "epochs": phase.epochs, "wall_seconds": round(wall, 1), "folder": folder.name}
-            if val is not None:
-                result["val_accuracy"] = float(distiller.evaluate(val, verbose=0, return_dict=True)["accuracy"])
+            result = {"status": "ok", "phase": phase.name, "epochs": phase.epochs,
+                      "wall_seconds": round(checkpoint.seconds, 1), "folder": folder.name}
+            for split in ("test", "val") if self.splits.num_examples("val") else ("test",):
+                dataset = self.splits.eval_dataset(split, recipe.batch_size)
+                scores = distiller.evaluate(dataset, verbose=0, return_dict=True)
+                result[f"{split}_accuracy"] = float(scores["accuracy"])
         files.atomic_save(folder / "model.keras", student.save)
         shutil.rmtree(folder / "checkpoint", ignore_errors=True)
         files.atomic_write_json(folder / "result.json", result)
@@ -484,20 +462,12 @@ class Trainer:
         except TrainingDiverged as error:
             return {"method": method, "seed": seed, "status": "failed", "error": str(error)}
         results = [self.train_phase(p) for p in needed_phases(final)]
-        result.update(
-            method=method, seed=seed,
-            phases=[r["folder"] for r in results],
-            total_epochs=sum(r["epochs"] for r in results),
-            total_wall_seconds=round(sum(r["wall_seconds"] for r in results), 1),
-        )
+        result.update(method=method, seed=seed, phases=[r["folder"] for r in results],
+                      total_epochs=sum(r["epochs"] for r in results),
+                      total_wall_seconds=round(sum(r["wall_seconds"] for r in results), 1))
         return result
 
 
-@contextlib.contextmanager
-def out_dir_lock(root: Path) -> Iterator[None]:
+def out_dir_lock(root: Path) -> contextlib.AbstractContextManager[None]:
     """Refuse a second runner on the same output folder instead of corrupting it."""
-    try:
-        with files.lock(root / ".lock", wait=False):
-            yield
-    except files.Busy:
-        raise UserError(f"{root} is in use by another runner; wait for it or use another --out_dir.") from None
+    return files.lock(root / ".lock", busy=f"{root} is in use by another runner; wait for it or use another --out_dir.")

@@ -62,29 +62,20 @@ class Recipe:
     lr_schedule: str = "step"
 
     def __post_init__(self) -> None:
-        if self.epochs <= 0:
-            raise UserError(f"epochs must be > 0, got {self.epochs}.")
-        if self.batch_size <= 0:
-            raise UserError(f"batch_size must be > 0, got {self.batch_size}.")
-        if self.learning_rate <= 0:
-            raise UserError(f"learning_rate must be > 0, got {self.learning_rate}.")
-        if self.weight_decay_kind not in WEIGHT_DECAY_KINDS:
-            raise UserError(f"Unknown weight_decay_kind {self.weight_decay_kind!r}; valid: "
-                            f"{', '.join(WEIGHT_DECAY_KINDS)}.")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise UserError(f"Unknown lr_schedule {self.lr_schedule!r}; valid: {', '.join(LR_SCHEDULES)}.")
-
-    def milestones(self, epochs: int | None = None) -> tuple[int, ...]:
-        """Epochs at which the LR drops: the paper's 60/120/160 scaled to `epochs`."""
-        epochs = epochs or self.epochs
-        return tuple(max(1, round(m * epochs / PAPER_EPOCHS)) for m in PAPER_MILESTONES)
+        for name in ("epochs", "batch_size", "learning_rate"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"{name} must be > 0, got {getattr(self, name)}.")
+        for name, valid in (("weight_decay_kind", WEIGHT_DECAY_KINDS), ("lr_schedule", LR_SCHEDULES)):
+            if getattr(self, name) not in valid:
+                raise UserError(f"Unknown {name} {getattr(self, name)!r}; valid: {', '.join(valid)}.")
 
     def schedule(self, steps_per_epoch: int,
                  epochs: int | None = None) -> keras.optimizers.schedules.LearningRateSchedule:
-        """The LR at each step of a phase of `epochs` epochs."""
+        """The LR at each step of a phase of `epochs` epochs (default: the recipe's)."""
+        epochs = epochs or self.epochs
         if self.lr_schedule == "cosine":
-            return keras.optimizers.schedules.CosineDecay(self.learning_rate, steps_per_epoch * (epochs or self.epochs))
-        boundaries = [m * steps_per_epoch for m in self.milestones(epochs)]
+            return keras.optimizers.schedules.CosineDecay(self.learning_rate, steps_per_epoch * epochs)
+        boundaries = [max(1, round(m * epochs / PAPER_EPOCHS)) * steps_per_epoch for m in PAPER_MILESTONES]
         values = [self.learning_rate * self.lr_decay**i for i in range(len(boundaries) + 1)]
         return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
 

@@ -315,11 +315,9 @@ def run_search(search: Search, out_dir: str | Path, data_dir: str | None = None,
     # --overwrite deletes.
     with contextlib.ExitStack() as held:
         if role != "worker":
-            try:
-                held.enter_context(files.lock(project.parent / f".{project.name}.lock", wait=False))
-            except files.Busy:
-                raise UserError(f"{project} is being searched by another process; wait for it, or join it as a "
-                                f"worker of a distributed search (see docs/tuning.md).") from None
+            held.enter_context(files.lock(project.parent / f".{project.name}.lock",
+                                          busy=f"{project} is being searched by another process; wait for it, or join "
+                                          f"it as a worker of a distributed search (see docs/tuning.md)."))
         tuner = PipelineTuner(search, out_dir, data_dir, project_name, overwrite, verbose)
         if role == "worker":
             state = f"joining the chief at {os.environ[ENV_ORACLE_IP]}:{os.environ[ENV_ORACLE_PORT]}"

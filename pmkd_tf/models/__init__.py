@@ -39,16 +39,6 @@ def validate_net(net: str) -> None:
     _family(net)
 
 
-def _survives(size: int, steps: tuple[str, ...]) -> bool:
-    for step in steps:
-        # A valid 2x2 max-pool floors the halving; a "same" stride-2 conv rounds it up, and so does the
-        # "same" 2x1 pool + (1, 2)-strided conv that replaces it under `average` / `max` down-sampling.
-        size = size // 2 if step == "pool" else -(-size // 2)
-        if size < 1:
-            return False
-    return True
-
-
 def min_input_size(net: str) -> int:
     """The fewest rows (and columns) an input of `net` may have: every layer keeps at least one of each.
 
@@ -57,8 +47,12 @@ def min_input_size(net: str) -> int:
     stride-2 "same" convs round up, so they run on any size (a 1-row strip
     stays 1 row).
     """
-    steps = _family(net)[1](net)
-    return next(size for size in range(1, 2 ** (len(steps) + 2)) if _survives(size, steps))
+    size = 1  # after the last step, then before each step from the last back
+    for step in reversed(_family(net)[1](net)):
+        # A valid 2x2 max-pool floors the halving; a "same" stride-2 conv rounds it up, and so does the
+        # "same" 2x1 pool + (1, 2)-strided conv that replaces it under `average` / `max` down-sampling.
+        size = 2 * size if step == "pool" else 2 * size - 1
+    return size
 
 
 def check_input_size(net: str, input_shape: tuple[int, int, int]) -> None:

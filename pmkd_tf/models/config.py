@@ -11,35 +11,25 @@ from pmkd_tf.models.filters import DOWNSAMPLINGS, FILTER_SHAPES
 
 @dataclasses.dataclass(frozen=True)
 class NetConfig:
-    """Which network to build and in which filter shape.
+    """Which network to build and in which filter shape (that of its intermediate convolutions).
 
-    Attributes:
-      net: registry name (`vgg16`, `resnet18`, `wrn_40_4`, ...).
-      filter_shape: kernel shape of the intermediate convolutions ("NxN", "1xN", "Nx1").
-      num_classes: classifier outputs.
-      width_multiplier: scales every channel count (CPU-scale runs use < 1).
-      n: the N of the filter shapes, odd (3 in the paper).
-      stem: "NxN" keeps the teacher's stem conv in every variant, as the
-        paper does; "body" gives the stem the body's filter shape, for a
-        model with no line buffer at all.
-      input_shape: (H, W, C) of the images: any H and W from
-        `models.min_input_size(net)` up, square or not, and any C.
-      downsampling: how a 1xN or Nx1 model halves the axis its kernels do not
-        cover: "stride" (the paper's: drops every other row) or "average" /
-        "max" (pools row pairs first, `filters.downsample`). NxN ignores it.
-      bn_momentum: every batch norm's moving-average momentum, Keras' way
-        (Keras' default 0.99; PyTorch's 0.1, the paper's, is Keras' 0.9).
+    `stem` "NxN" keeps the teacher's stem conv in every variant, as the paper
+    does; "body" gives the stem the body's filter shape, for a model with no
+    line buffer at all. `downsampling` is how a 1xN or Nx1 model halves the
+    axis its kernels do not cover: "stride" (the paper's: drops every other
+    row) or "average" / "max" (pools row pairs first, `filters.downsample`);
+    NxN ignores it.
     """
 
-    net: str
+    net: str  # `vgg16`, `resnet18`, `wrn_40_4`, ...
     filter_shape: str = "NxN"
     num_classes: int = 10
-    width_multiplier: float = 1.0
-    n: int = 3
+    width_multiplier: float = 1.0  # scales every channel count (CPU-scale runs use < 1)
+    n: int = 3  # the N of the filter shapes, odd (3 in the paper)
     stem: str = "NxN"
-    input_shape: tuple[int, int, int] = (32, 32, 3)
+    input_shape: tuple[int, int, int] = (32, 32, 3)  # (H, W, C): any H and W from `models.min_input_size(net)` up
     downsampling: str = "stride"
-    bn_momentum: float = 0.99
+    bn_momentum: float = 0.99  # every batch norm's, Keras' way (PyTorch's 0.1, the paper's, is Keras' 0.9)
 
     def __post_init__(self) -> None:
         if self.filter_shape not in FILTER_SHAPES:

@@ -100,17 +100,9 @@ def on_the_fly_report(model: keras.Model) -> OnTheFlyReport:
     row of that layer's input, so the model can run line by line with no
     frame buffer (only the stem keeps an N-row line buffer).
     """
-    offending = []
-    intermediate = 0
-    for layer in _convs(model):
-        kh, kw = layer.kernel_size
-        if layer.name.endswith(STEM_CONV):
-            continue
-        if kh != 1:
-            offending.append(layer.name)
-        if kh * kw > 1:
-            intermediate += int(layer.kernel.numpy().size)
-    return OnTheFlyReport(on_the_fly=not offending, offending_layers=tuple(offending),
-                          total_params=int(model.count_params()),
+    body = [layer for layer in _convs(model) if not layer.name.endswith(STEM_CONV)]
+    offending = tuple(layer.name for layer in body if layer.kernel_size[0] != 1)
+    intermediate = sum(int(layer.kernel.numpy().size) for layer in body if layer.kernel_size != (1, 1))
+    return OnTheFlyReport(on_the_fly=not offending, offending_layers=offending, total_params=int(model.count_params()),
                           trainable_params=sum(int(w.numpy().size) for w in model.trainable_weights),
                           intermediate_conv_params=intermediate)

@@ -27,16 +27,11 @@ def build_pacemaker(config: NetConfig, kind: str = "ensemble") -> keras.Model:
     members = [build(config.with_filter_shape(shape)) for shape in PACEMAKER_KINDS[kind]]
     inputs = keras.Input(config.input_shape, name="image")
     outputs = [member(inputs) for member in members]
-    if len(outputs) == 1:
-        merged = outputs[0]
-    else:
-        merged = {
-            "logits": keras.layers.Average(name="logits_mean")([o["logits"] for o in outputs]),
-            "features": [
-                keras.layers.Average(name=f"feature{i}_mean")([o["features"][i] for o in outputs])
-                for i in range(len(outputs[0]["features"]))
-            ],
-        }
+    merged = outputs[0]
+    if len(outputs) > 1:
+        taps = zip(*(o["features"] for o in outputs))  # each tap of every member
+        merged = {"logits": keras.layers.Average(name="logits_mean")([o["logits"] for o in outputs]),
+                  "features": [keras.layers.Average(name=f"feature{i}_mean")(list(tap)) for i, tap in enumerate(taps)]}
     return keras.Model(inputs, merged, name=f"pacemaker_{kind}")
 
 

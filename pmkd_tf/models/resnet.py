@@ -31,8 +31,7 @@ BLOCKS = {
 
 
 def downsampling(net: str) -> tuple[str, ...]:
-    """`build_resnet`'s spatial down-sampling steps (see `models.min_input_size`): a stride-2 first block in
-    every stage after the first."""
+    """`build_resnet`'s down-sampling steps (`models.min_input_size`): a stride-2 first block in each later stage."""
     return ("stride",) * (len(BLOCKS[net][1]) - 1)
 
 
@@ -44,7 +43,6 @@ def _shortcut(x: keras.KerasTensor, out_channels: int, stride: int | tuple[int, 
 
 
 def _basic(x, width: int, stride: int, config: NetConfig, name: str):
-    # One pool (if any) feeds the strided conv and the projection alike.
     x, strides = filters.downsample(x, config.filter_shape, config.downsampling, stride, name)
     y = filters.conv(x, width, config.filter_shape, config.n, strides, name=f"{name}_conv1")
     y = filters.bn_relu(y, f"{name}_conv1")

@@ -23,8 +23,7 @@ WIDTHS = (64, 128, 256, 512, 512)
 
 
 def downsampling(net: str) -> tuple[str, ...]:
-    """`build_vgg`'s spatial down-sampling steps in order (see `models.min_input_size`):
-    the first pool, a stride-2 first conv in stages 3 to 5, the last pool."""
+    """`build_vgg`'s down-sampling steps (`models.min_input_size`): pool, stride-2 first conv of stages 3-5, pool."""
     return ("pool", *("stride",) * (len(STAGES[net]) - 2), "pool")
 
 

@@ -30,8 +30,7 @@ def parse_wrn(net: str) -> tuple[int, int] | None:
 
 
 def downsampling(net: str) -> tuple[str, ...]:
-    """`build_wrn`'s spatial down-sampling steps (see `models.min_input_size`): a stride-2 first block in
-    stages 2 and 3."""
+    """`build_wrn`'s down-sampling steps (`models.min_input_size`): a stride-2 first block in stages 2 and 3."""
     return ("stride", "stride")
 
 
@@ -42,9 +41,8 @@ def _block(x, width: int, stride: int, config: NetConfig, name: str):
     y = filters.conv(pre, width, config.filter_shape, config.n, strides, name=f"{name}_conv1")
     y = filters.bn_relu(y, f"{name}_conv1")
     y = filters.conv(y, width, config.filter_shape, config.n, name=f"{name}_conv2")
-    if stride == 1 and x.shape[-1] == width:
-        shortcut = x
-    else:
+    shortcut = x
+    if stride != 1 or x.shape[-1] != width:
         shortcut = keras.layers.Conv2D(width, 1, strides=strides, use_bias=False, name=f"{name}_proj")(pre)
     return keras.layers.Add(name=f"{name}_out")([y, shortcut])
 
@@ -65,5 +63,4 @@ def build_wrn(config: NetConfig) -> keras.Model:
     x = filters.bn_relu(x, "final")
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     logits = keras.layers.Dense(config.num_classes, name="classifier")(x)
-    name = f"{config.net}_{config.filter_shape}"
-    return keras.Model(inputs, {"logits": logits, "features": features}, name=name)
+    return keras.Model(inputs, {"logits": logits, "features": features}, name=f"{config.net}_{config.filter_shape}")
