@@ -8,7 +8,7 @@ teacher is a model too) is exported as a user exports it (`python -m pmkd_tf.exp
 test set, TFLite Micro's arena, the C engine bit-exact on the host and on the
 emulated Cortex-M4). The board figures are the export's own report
 (`exporter.board_figures`); `cpu_hours` is the wall time of every phase the
-run needed, its teacher included, on the CPU each phase's result names. An
+run needed, its teacher included, on the CPUs the run names. An
 export whose report exists is reused, so an interrupted run resumes.
 
 Writes `<out>.json` (`{"rows": [...]}`, one row per model), `<out>.md` (the
@@ -77,13 +77,6 @@ def _export(folder: Path) -> dict:
     return json.loads(report.read_text())
 
 
-def _cpus(folder: Path, phases: list[str]) -> list[str]:
-    """The CPU models the phases' results name (phases trained before results recorded one say "unrecorded")."""
-    named = {json.loads((folder.parent / phase / "result.json").read_text()).get("cpu", "unrecorded")
-             for phase in phases}
-    return sorted(named)
-
-
 def row(experiment: dict, folder: Path, run: dict, report: dict) -> dict:
     """One model's row: what it is, the export's board figures, and what training it cost."""
     teacher = run["method"] == "teacher"
@@ -92,7 +85,7 @@ def row(experiment: dict, folder: Path, run: dict, report: dict) -> dict:
         "net": experiment["net"], "filter_shape": "NxN" if teacher else "1xN", "width_multiplier": width,
         "downsampling": None if teacher else experiment.get("downsampling", "stride"), "method": run["method"],
         "phase": folder.name, **exporter.board_figures(report),
-        "cpu_hours": round(run["total_wall_seconds"] / 3600, 3), "cpus": _cpus(folder, run["phases"]),
+        "cpu_hours": round(run["total_wall_seconds"] / 3600, 3), "cpus": run.get("cpus", ["unrecorded"]),
     }
 
 

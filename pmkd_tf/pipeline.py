@@ -328,6 +328,14 @@ def _policy(name: str) -> Iterator[None]:
         keras.mixed_precision.set_global_policy(previous)
 
 
+def _cpu_model() -> str:
+    """The CPU a phase finished on, beside its wall time: the CPUs of these machines differ up to 2x in speed."""
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.partition(":")[2].strip() for line in (cpuinfo.read_text() if cpuinfo.exists() else "").splitlines()
+             if line.startswith("model name")]
+    return names[0] if names else "unknown"
+
+
 class Trainer:
     """Runs phases on one dataset, reusing every finished artefact on disk.
 
@@ -445,7 +453,7 @@ class Trainer:
                                                                  "phase": phase.name, "epoch": guard.failed_epoch})
                 raise TrainingDiverged(error)
             result = {"status": "ok", "phase": phase.name, "epochs": phase.epochs,
-                      "wall_seconds": round(checkpoint.seconds, 1), "folder": folder.name}
+                      "wall_seconds": round(checkpoint.seconds, 1), "cpu": _cpu_model(), "folder": folder.name}
             for split in ("test", "val") if self.splits.num_examples("val") else ("test",):
                 dataset = self.splits.eval_dataset(split, recipe.batch_size)
                 scores = distiller.evaluate(dataset, verbose=0, return_dict=True)
@@ -464,7 +472,8 @@ class Trainer:
         results = [self.train_phase(p) for p in needed_phases(final)]
         result.update(method=method, seed=seed, phases=[r["folder"] for r in results],
                       total_epochs=sum(r["epochs"] for r in results),
-                      total_wall_seconds=round(sum(r["wall_seconds"] for r in results), 1))
+                      total_wall_seconds=round(sum(r["wall_seconds"] for r in results), 1),
+                      cpus=sorted({r.get("cpu", "unrecorded") for r in results}))
         return result
 
 

@@ -188,6 +188,7 @@ def test_mcu_table_takes_every_models_board_figures_from_its_own_export(data_dir
         assert {k: r[k] for k in exporter.board_figures(report)} == exporter.board_figures(report)
         assert r["test_images"] == 64 and r["bit_exact"] == "host 16/16, Cortex-M4 2/2"
         assert r["cpu_hours"] == round(run["total_wall_seconds"] / 3600, 3) and r["width_multiplier"] == 1 / 16
+        assert r["cpus"] == run["cpus"] == [result["machine"]["cpu_model"]]  # every phase names the CPU it ran on
     # Rows by RAM: the 1xN student holds rows, the NxN teacher 3-row windows, so the student comes first, and the
     # smallest model is always on the frontier.
     assert [r["method"] for r in result["rows"]] == ["baseline", "teacher"] and rows["baseline"]["pareto"]
