@@ -17,7 +17,8 @@ written here by hand with the number that decided it, so the file is the
 record of how the recipe was chosen. Stages, in order:
 
 * student: which 1xN student (net and width, all within 8 KB of C engine
-  RAM, measured on untrained exports) learns best on labels alone;
+  RAM, measured on untrained exports) learns best on labels alone, beside
+  the NxN ResNet-8 that fits the same RAM;
 * recipe: schedule, weight decay, label smoothing, batch-norm momentum,
   epochs and bf16 on that student;
 * teacher: which NxN teacher of the same net (width) is worth its cost;
@@ -37,8 +38,9 @@ from pmkd_tf import files, pipeline
 from pmkd_tf.recipe import Recipe
 
 TRAIN, VALIDATION = 8_000, 2_000  # 10,000 images of the training set, 2,000 of them held out
-# Untrained average-pooled exports (python -m pmkd_tf.export, 2026-12-05, AMD EPYC): C engine state + peak
-# stack on the Cortex-M4: resnet8 x1 3,416 B, x2 6,232 B; resnet18 x0.25 4,208 B; ResNet-8 NxN x1 13,656 B.
+# Untrained exports (python -m pmkd_tf.export, 2026-12-05, AMD EPYC): C engine state + peak stack on the
+# Cortex-M4: 1xN average resnet8 x1 3,416 B, x2 6,232 B, resnet18 x0.25 4,208 B; ResNet-8 NxN x0.5 7,128 B,
+# x0.75 10,392 B, x1 13,656 B. So an NxN ResNet-8 at half width is the 1xN students' rival within 8 KB.
 BASE = {"dataset": "cifar10", "net": "resnet8", "width_multiplier": 1.0, "downsampling": "average",
         "train_examples": TRAIN, "validation_examples": VALIDATION,
         "recipe": {"epochs": 30, "batch_size": 128, "learning_rate": 0.1, "weight_decay": 5e-4,
@@ -51,6 +53,7 @@ STAGES: dict[str, list[tuple[str, dict, str]]] = {
         ("resnet8 x1", {}, "baseline"),
         ("resnet8 x2", {"width_multiplier": 2.0}, "baseline"),
         ("resnet18 x0.25", {"net": "resnet18", "width_multiplier": 0.25}, "baseline"),
+        ("rival: resnet8 NxN x0.5", {"teacher_width_multiplier": 0.5}, "teacher"),
     ],
     "recipe": [
         ("base", {}, "baseline"),
