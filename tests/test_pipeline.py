@@ -120,6 +120,22 @@ def test_a_wider_teacher_changes_the_teacher_and_what_learns_from_it_only():
         assert (folders[0] != folders[1]) == changed, method
 
 
+def test_pmkd_from_a_wider_teacher_trains_every_phase_and_saves_students_without_regressors(cifar, tmp_path):
+    """The pacemaker and the phase-3 student reach the wider teacher's taps through regressors; phase 2 (from the
+    pacemaker, same widths) needs none, and no saved model carries one."""
+    exp = _exp(net="resnet8", teacher_width_multiplier=2 * TINY)
+    trainer = pipeline.Trainer(exp, cifar, tmp_path, verbose=0)
+    assert trainer.train_method("pmkd", 0)["status"] == "ok"
+    student = models.build(exp.net_config("student", 10, (32, 32, 3)))
+    for phase in pipeline.needed_phases(pipeline.final_phase(exp, "pmkd", 0)):
+        saved = keras.saving.load_model(trainer.folder(phase) / "model.keras")
+        assert not [w for w in saved.weights if "regressor" in w.path], phase.name
+        if phase.name.startswith("pmkd"):
+            assert saved.count_params() == student.count_params()
+    teacher = keras.saving.load_model(trainer.trained_model(pipeline.final_phase(exp, "teacher", 0)))
+    assert teacher.output["features"][-1].shape[-1] == 2 * student.output["features"][-1].shape[-1]
+
+
 def test_the_committed_converged_table_and_its_phases_are_still_found():
     """Today's code gives the committed `converged` table's settings and every phase's config (so its folder)."""
     root = Path(__file__).parents[1] / "experiments/results/cifar10/resnet18"
