@@ -134,7 +134,7 @@ def _paired_lines(table: dict[str, dict]) -> list[str]:
             diffs = margins[reference].get(method)
             p = p_value(diffs) if diffs else None
             cells.append(f"{statistics.fmean(diffs):+.2f} [{', '.join(f'{d:+.2f}' for d in diffs)}]"
-                         + (f" p={p:.2f}" if p is not None else "") if diffs else "")
+                         + (f" p={p:.2g}" if p is not None else "") if diffs else "")
         if any(cells):
             lines.append(f"| {methods.label(method)} | " + " | ".join(cells) + " |")
     return lines

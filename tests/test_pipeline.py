@@ -266,11 +266,11 @@ def test_each_method_is_paired_by_seed_with_the_baseline_and_each_compute_matche
     # PMKD has seeds 0 and 1 only: it is paired on those, not against the control's 3-seed mean; the
     # p-value is scipy's paired t-test on the two rows' seeds.
     p = [scipy.stats.ttest_rel([45, 40], other).pvalue for other in ([40, 38], [41, 37], [43, 41])]
-    assert f"| PMKD | +3.50 [+5.00, +2.00] p={p[0]:.2f} | +3.50 [+4.00, +3.00] p={p[1]:.2f} | " \
-           f"+0.50 [+2.00, -1.00] p={p[2]:.2f} |" in paired
+    assert f"| PMKD | +3.50 [+5.00, +2.00] p={p[0]:.2g} | +3.50 [+4.00, +3.00] p={p[1]:.2g} | " \
+           f"+0.50 [+2.00, -1.00] p={p[2]:.2g} |" in paired
     # Margins that do not vary give the test nothing to say: no p-value rather than p=0.
     p = scipy.stats.ttest_rel([40, 38, 39], [41, 37, 42]).pvalue
-    assert f"| Baseline |  | -1.00 [-1.00, +1.00, -3.00] p={p:.2f} | -3.00 [-3.00, -3.00] |" in paired
+    assert f"| Baseline |  | -1.00 [-1.00, +1.00, -3.00] p={p:.2g} | -3.00 [-3.00, -3.00] |" in paired
     # A table with a baseline only has nothing to pair.
     tables.record(tmp_path / "results.json", {"method": "baseline", "seed": 0, "status": "ok", "test_accuracy": 0.5,
                                               "total_epochs": 1, "total_wall_seconds": 1.0}, {"net": "vgg13"})
