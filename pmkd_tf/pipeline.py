@@ -35,7 +35,9 @@ from pmkd_tf.recipe import Recipe
 
 PHASE3_INITS = ("student", "pacemaker_row")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-STRATEGIES = ("default", "mirrored", "multiworker")
+# tf.distribute strategies by name: the default, all local devices, or the workers TF_CONFIG names.
+STRATEGIES = {"default": tf.distribute.get_strategy, "mirrored": tf.distribute.MirroredStrategy,
+              "multiworker": tf.distribute.MultiWorkerMirroredStrategy}
 # Experiment settings that change a phase's speed, not its result.
 SPEED_ONLY = ("jit_compile", "steps_per_execution")
 # Settings added after phases and tables were committed (newer hyperparameters too), at the value that behaves as
@@ -217,15 +219,6 @@ def load_splits(exp: Experiment, data_dir: str | None) -> data.Splits:
 
 class TrainingDiverged(RuntimeError):
     """A phase's loss became NaN or infinite."""
-
-
-def make_strategy(name: str) -> tf.distribute.Strategy:
-    """`default`, `mirrored` (all local devices) or `multiworker` (TF_CONFIG)."""
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
 
 
 def worker_out_dir(out_dir: str | Path, strategy: tf.distribute.Strategy) -> Path:

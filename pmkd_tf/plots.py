@@ -1,4 +1,5 @@
-"""Figures: a results table's per-method accuracy (seeds as points) and training curves; convergence ladders."""
+"""Figures: a results table's per-method accuracy (seeds as points) and training curves; `pyplot` and `save`
+serve the study scripts in `experiments/` too, so every figure is drawn and saved alike."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pmkd_tf import methods, results as tables
 from pmkd_tf.errors import UserError
 
 
-def _pyplot():
+def pyplot():
     """matplotlib's pyplot on the file-only Agg backend (no display needed), imported on first use."""
     import matplotlib
 
@@ -19,10 +20,10 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path, dpi: int) -> Path:
+def save(fig, path: Path, dpi: int) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -33,7 +34,7 @@ def plot(root: Path, seed: int, table: str = tables.DEFAULT_TABLE) -> list[Path]
     another table's carry its name as a prefix, so tables never overwrite
     each other's figures.
     """
-    plt = _pyplot()
+    plt = pyplot()
     path = root / f"{table}.json"
     results = tables.read_table(path)
     if not results["runs"]:
@@ -55,7 +56,7 @@ def plot(root: Path, seed: int, table: str = tables.DEFAULT_TABLE) -> list[Path]
     ax.set_ylabel("test top-1 (%)")
     exp = results.get("experiment", {})
     ax.set_title(f"{exp.get('net', '')} on {exp.get('dataset', '')}{named}: seeds as points")
-    paths = [_save(fig, root / f"{prefix}accuracy.png", 110)]
+    paths = [save(fig, root / f"{prefix}accuracy.png", 110)]
 
     runs = {r["method"]: r for r in results["runs"].values() if r["seed"] == seed and r.get("status") == "ok"}
     if runs:
@@ -72,21 +73,5 @@ def plot(root: Path, seed: int, table: str = tables.DEFAULT_TABLE) -> list[Path]
         ax.set_ylabel("training top-1 (%)")
         ax.set_title(f"Training curves{named}, seed {seed}")
         ax.legend(fontsize=7, ncol=2)
-        paths.append(_save(fig, root / f"{prefix}curves_seed{seed}.png", 110))
+        paths.append(save(fig, root / f"{prefix}curves_seed{seed}.png", 110))
     return paths
-
-
-def convergence(table: dict, path: Path) -> None:
-    """Top-1 against epochs (log scale), one line per training-set size, of a convergence table."""
-    fig, ax = _pyplot().subplots(figsize=(5, 3.5))
-    ticks = sorted({row["epochs"] for ladder in table["ladders"].values() for row in ladder["rows"]})
-    for images, ladder in table["ladders"].items():
-        ax.plot([row["epochs"] for row in ladder["rows"]], [100 * row["test_accuracy"] for row in ladder["rows"]],
-                "o-", label=f"{int(images):,} images")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(ticks, [str(e) for e in ticks])
-    ax.set_xlabel("epochs (LR milestones scaled)")
-    ax.set_ylabel("test top-1 (%)")
-    ax.set_title(f"{methods.label(table['method'])}, {table['settings']['net']} on {table['settings']['dataset']}")
-    ax.legend()
-    _save(fig, path, 120)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -170,14 +171,17 @@ def test_second_runner_on_the_same_out_dir_is_refused(data_dir, tmp_path):
 def test_convergence_ladder_stops_at_convergence_and_keeps_one_ladder_per_training_size(data_dir, tmp_path):
     tiny = [flag for flag in TINY if not flag.startswith(("--seeds", "--train_examples"))]
     # Any doubling gains less than 100 points, so each ladder stops after its second rung.
-    args = [sys.executable, "-m", "pmkd_tf.experiments.convergence", *tiny, "--epochs_list=1,2,4",
-            "--stop_below=100", "--downsampling=average", f"--out_dir={tmp_path}"]
+    # A study script, not a module of the package: run by its path, as a user runs it.
+    args = [sys.executable, str(Path(__file__).parents[1] / "experiments" / "convergence.py"), *tiny,
+            "--epochs_list=1,2,4", "--stop_below=100", "--downsampling=average", f"--out_dir={tmp_path}"]
     done = subprocess.run([*args, "--train_examples=320"], env=_env(data_dir), capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Converged: 2 epochs gain" in done.stderr
     root = tmp_path / "cifar10" / "vgg13"
-    rows = json.loads((root / "convergence.json").read_text())["ladders"]["320"]["rows"]
+    ladder = json.loads((root / "convergence.json").read_text())["ladders"]["320"]
+    assert ladder["command"].startswith("python experiments/convergence.py ")  # the command that reproduces it
+    rows = ladder["rows"]
     assert [row["epochs"] for row in rows] == [1, 2]
     assert all(json.loads(path.read_text())["downsampling"] == "average"  # the flag reaches every rung
                for path in (tmp_path / "cifar10" / "vgg13").glob("*/config.json"))

@@ -1,4 +1,4 @@
-"""The flags `experiments.run`, `tune` and `convergence` share, and how they turn them into an Experiment.
+"""The flags `experiments.run`, `tune` and `experiments/convergence.py` share, and how they become an Experiment.
 
 Choices are absl enums and ranges are absl validators, so a bad value is
 refused while the command line is parsed (`cli.parse` prints the refusal as

@@ -50,7 +50,7 @@ def train_table(exp: pipeline.Experiment, seeds: Sequence[int], method_names: Se
     """Train every (seed, method), recording each result in `table` as soon as it exists; the table's .md path."""
     for name in method_names:
         methods.get(name)
-    strategy = pipeline.make_strategy(strategy_name)
+    strategy = pipeline.STRATEGIES[strategy_name]()
     splits = pipeline.load_splits(exp, data_dir)
     trainer = pipeline.Trainer(exp, splits, pipeline.worker_out_dir(out_dir, strategy), strategy,
                                callbacks=callbacks)

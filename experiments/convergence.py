@@ -1,6 +1,6 @@
 """How far from converged a method is: its accuracy at a ladder of epoch counts, per training-set size.
 
-    python -m pmkd_tf.experiments.convergence --net=resnet18 --preset=cpu --train_examples=2500 \\
+    python experiments/convergence.py --net=resnet18 --preset=cpu --train_examples=2500 \\
         --epochs_list=24,48,96,192 --weight_decay_kind=coupled --data_dir=../shared/data \\
         --out_dir=experiments/results
 
@@ -12,6 +12,9 @@ so the cheapest converged (size, epochs) can be read off one page. A ladder
 stops climbing once training twice as long gains less than `--stop_below`
 points. Every rung is an ordinary phase, so re-running resumes and
 `experiments.run` reuses what this trained.
+
+A study, not part of the library: it imports `pmkd_tf` (its shared
+experiment flags included), and `pmkd_tf` never imports it.
 """
 
 from __future__ import annotations
@@ -98,6 +101,22 @@ def markdown(table: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(table: dict, path: Path) -> None:
+    """Top-1 against epochs (log scale), one line per training-set size, of a convergence table."""
+    fig, ax = plots.pyplot().subplots(figsize=(5, 3.5))
+    ticks = sorted({row["epochs"] for ladder in table["ladders"].values() for row in ladder["rows"]})
+    for images, ladder in table["ladders"].items():
+        ax.plot([row["epochs"] for row in ladder["rows"]], [100 * row["test_accuracy"] for row in ladder["rows"]],
+                "o-", label=f"{int(images):,} images")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ticks, [str(e) for e in ticks])
+    ax.set_xlabel("epochs (LR milestones scaled)")
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title(f"{methods.label(table['method'])}, {table['settings']['net']} on {table['settings']['dataset']}")
+    ax.legend()
+    plots.save(fig, path, 120)
+
+
 def main() -> None:
     ladder = _ladder(FLAGS.epochs_list)
     base = experiment_flags.experiment(ladder[0])
@@ -105,7 +124,7 @@ def main() -> None:
     images = splits.num_examples("train")
     root = Path(FLAGS.out_dir) / base.dataset / base.net
     path = root / f"{FLAGS.table}.json"
-    command = " ".join(["python -m pmkd_tf.experiments.convergence", *map(shlex.quote, sys.argv[1:])])
+    command = " ".join(["python experiments/convergence.py", *map(shlex.quote, sys.argv[1:])])
     # What every ladder of one table shares: the experiment without its size and epochs.
     settings = {key: value for key, value in base.flat().items() if key not in ("train_examples", "epochs")}
     with pipeline.out_dir_lock(root):
@@ -119,7 +138,7 @@ def main() -> None:
                            {"epochs": epochs, "test_accuracy": result["test_accuracy"],
                             "wall_seconds": result["total_wall_seconds"], "folder": result["folder"]})
             files.atomic_write(path.with_suffix(".md"), markdown(table))
-            plots.convergence(table, path.with_suffix(".png"))
+            plot(table, path.with_suffix(".png"))
             gain = doubling_gain(table["ladders"][str(images)]["rows"], epochs)
             logging.info("%s at %d epochs on %d images: top-1 %.2f%% (%.0f s)", FLAGS.method, epochs, images,
                          100 * result["test_accuracy"], result["total_wall_seconds"])
