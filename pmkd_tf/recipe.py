@@ -15,6 +15,7 @@ from the weights after the step) at the same coefficient.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 import keras
 from keras import ops
@@ -89,7 +90,8 @@ class Recipe:
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-    """Defaults for one scale of experiment; explicit flags override them."""
+    """Defaults for one scale of experiment; explicit flags override them. `others` are further settings it
+    decides, by flag name (a net, a recipe field, a term's hyperparameter): a recipe beyond the paper's."""
 
     epochs: int
     width_multiplier: float
@@ -98,6 +100,7 @@ class Preset:
     train_examples: int | None = None
     test_examples: int | None = None
     weight_decay_kind: str = "decoupled"
+    others: Mapping[str, object] = dataclasses.field(default_factory=dict)
 
 
 PRESETS = {

@@ -72,12 +72,13 @@ flags.register_validator("data_dir", lambda path: path is None or os.path.isdir(
 
 # The Experiment settings a preset decides (an explicit --preset counts as giving each of them); its seeds are the
 # commands' own.
-PRESET_SETTINGS = tuple(name for name in Preset.__dataclass_fields__ if name != "seeds")
+PRESET_SETTINGS = tuple(name for name in Preset.__dataclass_fields__ if name not in ("seeds", "others"))
 
 
 def _given(setting: str) -> bool:
     """Whether the command line says `setting`: its own flag, or --preset for a setting the preset decides."""
-    return (setting in FLAGS and FLAGS[setting].present) or (setting in PRESET_SETTINGS and FLAGS["preset"].present)
+    decided = (*PRESET_SETTINGS, *PRESETS[FLAGS.preset].others)
+    return (setting in FLAGS and FLAGS[setting].present) or (setting in decided and FLAGS["preset"].present)
 
 
 def experiment(epochs: int | None, saved: dict | None = None) -> pipeline.Experiment:
@@ -92,6 +93,7 @@ def experiment(epochs: int | None, saved: dict | None = None) -> pipeline.Experi
     flat = {name: FLAGS[name].value for name in names if name in FLAGS}
     flat["epochs"] = epochs
     flat.update({name: preset[name] for name in PRESET_SETTINGS if flat[name] is None})
+    flat.update({name: value for name, value in preset["others"].items() if not FLAGS[name].present})
     flat["image_size"] = data.parse_image_size(flat["image_size"]) if flat["image_size"] else None
     flat["channels"] = int(flat["channels"]) if flat["channels"] else None
     if saved:
