@@ -90,6 +90,36 @@ def _wait_for_epochs(root, count, timeout=300):
     raise AssertionError(f"no {count} epochs logged within {timeout} s")
 
 
+# The Experiment the runner's flags resolve to (its recipe's fields beside the others), as JSON on stdout's last line.
+_RESOLVED = """
+import json, sys
+from absl import flags
+from pmkd_tf.experiments import cli, experiment_flags, run
+cli.parse(sys.argv)
+exp = experiment_flags.experiment(flags.FLAGS.epochs)
+print(json.dumps({**vars(exp), **vars(exp.recipe), "recipe": None}))
+"""
+
+
+def _resolve(*args: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", _RESOLVED, *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_the_mcu_preset_decides_its_recipe_and_explicit_flags_still_win():
+    mcu = _resolve("--preset=mcu")
+    assert (mcu["net"], mcu["width_multiplier"], mcu["downsampling"]) == ("resnet8", 2.0, "average")
+    assert (mcu["lr_schedule"], mcu["weight_decay"], mcu["weight_decay_kind"]) == ("cosine", 5e-4, "coupled")
+    assert mcu["train_examples"] is None and mcu["test_examples"] is None  # the full data set
+    own = _resolve("--preset=mcu", "--net=resnet18", "--lr_schedule=step", "--weight_decay=1e-4", "--epochs=3")
+    assert (own["net"], own["lr_schedule"], own["weight_decay"], own["epochs"]) == ("resnet18", "step", 1e-4, 3)
+    assert own["downsampling"] == "average"  # what the command does not say stays the preset's
+    cpu = _resolve()  # the default preset decides none of them
+    assert (cpu["net"], cpu["downsampling"], cpu["lr_schedule"], cpu["weight_decay"]) == (
+        "resnet18", "stride", "step", 1e-5)
+
+
 # The runner as the CLI resolves it, killed by SIGKILL in the middle of epoch 4 (after epoch 3 is
 # committed): a fixed point, so the test does not race the signal against the machine's speed.
 _KILLED_MID_EPOCH_4 = """
@@ -129,7 +159,7 @@ def test_sigkill_mid_phase_then_rerun_resumes_without_redoing_epochs(data_dir, t
     [
         ("--net=resnet19", "Unknown net 'resnet19'"),
         ("--methods=kd,pmkdd", "Unknown method 'pmkdd'"),
-        ("--preset=huge", "--preset=huge: value should be one of <paper|cpu|converged|smoke"),
+        ("--preset=huge", "--preset=huge: value should be one of <paper|cpu|converged|mcu|smoke>"),
         ("--strategy=tpu", "--strategy=tpu: value should be one of <default|mirrored|multiworker>"),
         ("--epochs=0", "--epochs=0: 0 is not a positive integer"),
         ("--batch_size=-1", "--batch_size=-1"),

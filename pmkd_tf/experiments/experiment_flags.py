@@ -34,6 +34,7 @@ flags.DEFINE_float("test_fraction", 0.2, "Share of each class held out as the te
 flags.DEFINE_enum("preset", "cpu", list(PRESETS), "Scale of the run; explicit flags override it.")
 flags.DEFINE_integer("batch_size", None, "Batch size (default: the preset's).", lower_bound=1)
 flags.DEFINE_float("learning_rate", 0.1, "Initial SGD learning rate.", lower_bound=0)
+flags.DEFINE_float("weight_decay", Recipe.weight_decay, "Weight decay coefficient (the paper's 1e-5).", lower_bound=0)
 flags.DEFINE_enum("weight_decay_kind", None, list(WEIGHT_DECAY_KINDS), "coupled: L2 in the gradient before "
                   "momentum (the paper's, PyTorch's); decoupled: Keras'. Default: the preset's.")
 flags.DEFINE_enum("lr_schedule", "step", list(LR_SCHEDULES), "step: the paper's drops at 30/60/80% of a phase; "
