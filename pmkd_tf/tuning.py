@@ -34,7 +34,7 @@ from pmkd_tf import data, files, methods, pipeline, terms
 from pmkd_tf.errors import UserError
 from pmkd_tf.terms import Range
 
-TUNERS = ("bayesian", "random", "hyperband")
+TUNERS = ("bayesian", "random", "hyperband", "grid")
 # Every hyperparameter a term lets the tuner search, and where by default.
 DEFAULT_RANGES: Mapping[str, Range] = {name: h.search for name, h in terms.HYPERPARAMETERS.items() if h.search}
 TUNABLE = tuple(DEFAULT_RANGES)
@@ -77,6 +77,7 @@ class Search:
     seeds: int = 1
     search_seed: int = 1
     hyperband_factor: int = 3
+    grid_points: int = 3  # grid: values per tuned hyperparameter, evenly spaced on its scale, both ends included
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ranges", {**DEFAULT_RANGES, **self.ranges})
@@ -105,6 +106,9 @@ class Search:
         for flag, value in (("max_trials", self.max_trials), ("seeds", self.seeds)):
             if value <= 0:
                 raise UserError(f"--{flag} must be > 0, got {value}.")
+        if self.tuner == "grid" and self.grid_points < 2:
+            raise UserError(f"--grid_points must be >= 2 (a grid includes both ends of each range), "
+                            f"got {self.grid_points}.")
         if self.tuner == "hyperband" and not 2 <= self.hyperband_factor <= self.exp.recipe.epochs:
             raise UserError(f"hyperband needs 2 <= --hyperband_factor <= --trial_epochs, got {self.hyperband_factor} "
                             f"and {self.exp.recipe.epochs}; raise --trial_epochs or use --tuner=random|bayesian.")
@@ -136,18 +140,36 @@ class Search:
         """The search space: tuned hyperparameters over their range, the method's others Fixed (trials record them)."""
         hp = kt.HyperParameters()
         for name in self.tunable():
-            if name in self.tuned:
+            if name in self.tuned and self.tuner == "grid":
+                hp.Choice(name, self.grid(name))
+            elif name in self.tuned:
                 bounds = self.ranges[name]
                 hp.Float(name, bounds.low, bounds.high, sampling="log" if bounds.log else "linear")
             else:
                 hp.Fixed(name, float(self.exp.hyperparameters[name]))
         return hp
 
+    def grid(self, name: str) -> list[float]:
+        """`--tuner=grid`'s values of `name`: `grid_points` evenly spaced on its range's scale, both ends included.
+
+        Not keras-tuner's stepped Float, whose 5-point grid of 0.1..10 holds
+        1.0000000000000002: rounded to 6 digits, a grid point is exactly the
+        value a phase trained with it before (rho 1) and is found again.
+        """
+        bounds, gaps = self.ranges[name], self.grid_points - 1
+        if bounds.log:
+            values = [bounds.low * (bounds.high / bounds.low) ** (i / gaps) for i in range(gaps + 1)]
+        else:
+            values = [bounds.low + (bounds.high - bounds.low) * i / gaps for i in range(gaps + 1)]
+        return [float(f"{value:.6g}") for value in values]
+
     def oracle(self) -> kt.Oracle:
         common = {"objective": kt.Objective(OBJECTIVE, direction="max"), "hyperparameters": self.hyperparameters(),
                   "seed": self.search_seed, "allow_new_entries": False, "tune_new_entries": False}
         if self.tuner == "random":
             return kt.oracles.RandomSearchOracle(max_trials=self.max_trials, **common)
+        if self.tuner == "grid":  # every combination of the grids, from each range's low end, until max_trials
+            return kt.oracles.GridSearchOracle(max_trials=self.max_trials, **common)
         if self.tuner == "bayesian":
             # keras-tuner counts Fixed entries as dimensions; sample randomly 3x the tuned ones only.
             return kt.oracles.BayesianOptimizationOracle(max_trials=self.max_trials,
@@ -168,6 +190,8 @@ class Search:
             "ranges": {name: dataclasses.asdict(self.ranges[name]) for name in self.tuned},
             "tuner": self.tuner, "seeds": self.seeds, "search_seed": self.search_seed,
             "hyperband_factor": self.hyperband_factor if self.tuner == "hyperband" else None,
+            # Only a grid's: a key every search had would rename the projects searched before it existed.
+            **({"grid_points": self.grid_points} if self.tuner == "grid" else {}),
         }
 
     def project_name(self) -> str:

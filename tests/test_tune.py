@@ -244,6 +244,23 @@ def test_hyperband_trains_each_trial_at_its_budget(data_dir, tmp_path):
     assert {_history_rows(p) for p in students} == budgets  # every phase of a trial trains its budget
 
 
+def test_a_grid_search_trains_each_grid_point_once_then_stops(data_dir, tmp_path):
+    search = _search(tuner="grid", grid_points=2, max_trials=5, ranges={"rho": tuning.Range(0.1, 10.0, log=True)})
+    assert search.grid("rho") == [0.1, 10.0] and isinstance(search.oracle(), kt.oracles.GridSearchOracle)
+    best = json.loads(tuning.run_search(search, tmp_path, data_dir, verbose=0).read_text())
+    trials = _trials(tuning.project_path(search, tmp_path)).values()
+    assert sorted(t["hyperparameters"]["values"]["rho"] for t in trials) == [0.1, 10.0]  # not max_trials' 5
+    assert best["hyperparameters"]["rho"] in (0.1, 10.0)
+    assert "grid_points" not in _search().fingerprint()  # searches of the other tuners keep their names
+
+
+def test_a_five_point_log_grid_holds_the_paper_rho_exactly():
+    """Rounded grid points: rho 1 is 1.0, so a phase trained with the paper's rho is found again."""
+    search = _search(tuner="grid", grid_points=5, ranges={"rho": tuning.Range(0.1, 10.0, log=True)})
+    assert search.grid("rho") == [0.1, 0.316228, 1.0, 3.16228, 10.0]
+    assert [p.values for p in search.hyperparameters().space if p.name == "rho"] == [[0.1, 0.316228, 1.0, 3.16228, 10.0]]
+
+
 def test_a_second_search_of_the_same_project_is_refused(data_dir, tmp_path):
     project = tuning.project_path(_search(), tmp_path)
     project.parent.mkdir(parents=True)
@@ -256,7 +273,8 @@ def test_a_second_search_of_the_same_project_is_refused(data_dir, tmp_path):
 @pytest.mark.parametrize(
     "kw, message",
     [
-        ({"tuner": "grid"}, "Unknown tuner 'grid'"),
+        ({"tuner": "exhaustive"}, "Unknown tuner 'exhaustive'"),
+        ({"tuner": "grid", "grid_points": 1}, "--grid_points must be >= 2"),
         ({"method": "kd"}, "rho has no effect on kd"),
         ({"method": "baseline"}, "no loss weight to tune"),
         ({"method": "pmkdd"}, "Unknown method 'pmkdd'"),
@@ -319,7 +337,7 @@ def test_a_phase_another_process_is_training_is_waited_for_then_reused(cifar, tm
 
 @pytest.mark.parametrize(
     "flag, message",
-    [("--tuner=grid", "--tuner=grid: value should be one of <bayesian|random|hyperband>"),
+    [("--tuner=exhaustive", "--tuner=exhaustive: value should be one of <bayesian|random|hyperband|grid>"),
      ("--method=kd", "rho has no effect on kd")],
 )
 def test_cli_bad_input_is_one_clear_line_and_exit_2(data_dir, tmp_path, flag, message):

@@ -46,6 +46,8 @@ flags.DEFINE_integer("trial_epochs", None, "Epochs of every phase a trial trains
 flags.DEFINE_integer("seeds", 1, "Seeds per trial (0..seeds-1); the objective is their mean.", lower_bound=1)
 flags.DEFINE_integer("search_seed", 1, "Seed of the oracle's sampling.")
 flags.DEFINE_integer("hyperband_factor", 3, "Hyperband's reduction factor.")
+flags.DEFINE_integer("grid_points", 3, "grid: values per tuned hyperparameter, evenly spaced on its range's scale "
+                     "(log or linear), both ends included; e.g. --rho_range=0.1,10 gives 0.1, 1 and 10.")
 flags.DEFINE_string("project_name", None, "Tuner project folder name; default <method>-<tuner>-<settings hash>.")
 flags.DEFINE_bool("overwrite", False, "Start the search over (trained phases are still reused).")
 # The search scores a validation split, so it needs one by default.
@@ -56,7 +58,8 @@ def main() -> None:
     ranges = {name: _parse_range(name, FLAGS[f"{name}_range"].value) for name in tuning.TUNABLE}
     search = tuning.Search(exp=experiment_flags.experiment(FLAGS.trial_epochs), method=FLAGS.method,
                            tuned=tuple(FLAGS.tune), ranges=ranges, tuner=FLAGS.tuner, max_trials=FLAGS.max_trials,
-                           seeds=FLAGS.seeds, search_seed=FLAGS.search_seed, hyperband_factor=FLAGS.hyperband_factor)
+                           seeds=FLAGS.seeds, search_seed=FLAGS.search_seed, hyperband_factor=FLAGS.hyperband_factor,
+                           grid_points=FLAGS.grid_points)
     best = tuning.run_search(search, FLAGS.out_dir, experiment_flags.data_dir(), FLAGS.project_name, FLAGS.overwrite)
     if best is None:
         print("Worker done: the chief writes best.json.")
