@@ -257,8 +257,9 @@ def test_a_grid_search_trains_each_grid_point_once_then_stops(data_dir, tmp_path
 def test_a_five_point_log_grid_holds_the_paper_rho_exactly():
     """Rounded grid points: rho 1 is 1.0, so a phase trained with the paper's rho is found again."""
     search = _search(tuner="grid", grid_points=5, ranges={"rho": tuning.Range(0.1, 10.0, log=True)})
-    assert search.grid("rho") == [0.1, 0.316228, 1.0, 3.16228, 10.0]
-    assert [p.values for p in search.hyperparameters().space if p.name == "rho"] == [[0.1, 0.316228, 1.0, 3.16228, 10.0]]
+    grid = [0.1, 0.316228, 1.0, 3.16228, 10.0]
+    assert search.grid("rho") == grid
+    assert [p.values for p in search.hyperparameters().space if p.name == "rho"] == [grid]
 
 
 def test_a_second_search_of_the_same_project_is_refused(data_dir, tmp_path):
