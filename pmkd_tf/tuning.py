@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import keras_tuner as kt
+import numpy as np
 from absl import logging
 from keras_tuner.engine.base_tuner import BaseTuner
 
@@ -156,12 +157,9 @@ class Search:
         1.0000000000000002: rounded to 6 digits, a grid point is exactly the
         value a phase trained with it before (rho 1) and is found again.
         """
-        bounds, gaps = self.ranges[name], self.grid_points - 1
-        if bounds.log:
-            values = [bounds.low * (bounds.high / bounds.low) ** (i / gaps) for i in range(gaps + 1)]
-        else:
-            values = [bounds.low + (bounds.high - bounds.low) * i / gaps for i in range(gaps + 1)]
-        return [float(f"{value:.6g}") for value in values]
+        bounds = self.ranges[name]
+        spaced = np.geomspace if bounds.log else np.linspace
+        return [float(f"{value:.6g}") for value in spaced(bounds.low, bounds.high, self.grid_points)]
 
     def oracle(self) -> kt.Oracle:
         common = {"objective": kt.Objective(OBJECTIVE, direction="max"), "hyperparameters": self.hyperparameters(),
