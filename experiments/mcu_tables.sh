@@ -26,8 +26,10 @@ run --methods=teacher --table=mcu
   --trial_epochs=60 --method=pmkd --tuner=grid --rho_range=0.1,10 --grid_points=3 \
   --data_dir="$DATA" --out_dir=experiments/results
 
-# 3. The students: PMKD (pacemaker, phase 2, phase 3) and the baseline on labels alone; then MLPerf
-#    Tiny's ResNet-8 (NxN x1) with the same recipe, in a table of its own.
+# 3. The students: the baseline on labels alone (about 2 h, so a 1xN row exists early), then PMKD
+#    (pacemaker, phase 2, phase 3; the baseline is found again); then MLPerf Tiny's ResNet-8 (NxN x1)
+#    with the same recipe, in a table of its own.
+run --methods=teacher,baseline --table=mcu
 run --methods=teacher,pmkd,baseline --table=mcu
 run --methods=teacher --teacher_width_multiplier=1 --table=mcu_resnet8_x1
 
