@@ -20,6 +20,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -337,14 +338,16 @@ class Trainer:
     """
 
     def __init__(self, exp: Experiment, splits: data.Splits, out_dir: str | Path,
-                 strategy: tf.distribute.Strategy | None = None, verbose: int | str = "auto",
+                 strategy: tf.distribute.Strategy | None = None, verbose: int | None = None,
                  callbacks: Sequence[keras.callbacks.Callback] = ()):
         models.check_input_size(exp.net, splits.image_shape)  # before anything is written
         self.exp = exp
         self.splits = splits
         self.root = Path(out_dir) / exp.dataset / exp.net
         self.strategy = strategy or tf.distribute.get_strategy()
-        self.verbose = verbose
+        # Keras's verbose="auto" draws its progress bar into log files too (its Progbar takes any posix process
+        # for a terminal): megabytes of backspaces per phase in a `nohup` log. There, one line per epoch.
+        self.verbose = (1 if sys.stdout.isatty() else 2) if verbose is None else verbose
         self.callbacks = list(callbacks)
         self._done: dict[str, dict] = {}
 

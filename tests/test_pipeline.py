@@ -1,6 +1,8 @@
 """Every method end to end on real images; artefact reuse; the table."""
 
+import io
 import json
+import sys
 from pathlib import Path
 
 import keras
@@ -301,3 +303,12 @@ def test_a_phase_whose_weights_are_missing_is_named_not_a_traceback(cifar, tmp_p
     with pytest.raises(pipeline.UserError, match=r"has a result but no model.keras.*delete .* to retrain it"):
         trainer.train_method("kd", 0)
     assert not list(tmp_path.rglob("kd-seed0-*/config.json"))  # refused before the student's phase began
+
+
+def test_a_log_gets_one_line_per_epoch_and_a_terminal_the_progress_bar(cifar, monkeypatch):
+    """Keras's "auto" would draw the bar into a `nohup` log too, megabytes of backspaces per phase."""
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    assert pipeline.Trainer(_exp(), cifar, "unused").verbose == 2
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert pipeline.Trainer(_exp(), cifar, "unused").verbose == 1
+    assert pipeline.Trainer(_exp(), cifar, "unused", verbose=0).verbose == 0
