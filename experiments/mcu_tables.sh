@@ -26,7 +26,7 @@ run --methods=teacher --table=mcu
   --trial_epochs=60 --method=pmkd --tuner=grid --rho_range=0.1,10 --grid_points=3 \
   --data_dir="$DATA" --out_dir=experiments/results
 
-# 3. The students: the baseline on labels alone (about 2 h, so a 1xN row exists early), then PMKD
+# 3. The students: the baseline on labels alone (about 2.5 h, so a 1xN row exists early), then PMKD
 #    (pacemaker, phase 2, phase 3; the baseline is found again); then MLPerf Tiny's ResNet-8 (NxN x1)
 #    with the same recipe, in a table of its own.
 run --methods=teacher,baseline --table=mcu
