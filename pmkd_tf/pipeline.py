@@ -259,16 +259,20 @@ class EpochCheckpoint(keras.callbacks.Callback):
         """Load the last committed epoch into `model` (optimizer built first); the epoch to start from.
 
         `seconds` then holds the training time of the committed epochs, so a
-        resumed phase reports its whole cost, not only the last sitting's.
+        resumed phase reports its whole cost, not only the last sitting's;
+        `cpu_seconds` splits it by CPU, since a phase resumed on another
+        machine may have run on CPUs up to 2x apart in speed.
         """
         self._started = time.time()
-        self.seconds = 0.0
+        self.cpu = _cpu_model()
+        self.cpu_seconds: dict[str, float] = {}
         if not self.state.exists():
             # A fresh start: rows left by a run without a checkpoint must not be appended to.
             self.history.unlink(missing_ok=True)
             return 0
         state = json.loads(self.state.read_text())
-        self.seconds = state["seconds"]
+        # A checkpoint written before the CPUs were recorded counts its seconds as "unrecorded".
+        self.cpu_seconds = state.get("cpu_seconds", {"unrecorded": state["seconds"]})
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         model.load_weights(self.folder / state["weights"])
@@ -285,9 +289,14 @@ class EpochCheckpoint(keras.callbacks.Callback):
         files.atomic_save(self.folder / name, self.model.save_weights)
         old = json.loads(self.state.read_text())["weights"] if self.state.exists() else None
         now = time.time()
-        self.seconds += now - self._started
+        self.cpu_seconds[self.cpu] = self.cpu_seconds.get(self.cpu, 0.0) + now - self._started
         self._started = now
-        files.atomic_write_json(self.state, {"epoch": epoch + 1, "weights": name, "seconds": self.seconds})
+        files.atomic_write_json(self.state, {"epoch": epoch + 1, "weights": name, "seconds": self.seconds,
+                                             "cpu_seconds": self.cpu_seconds})
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.cpu_seconds.values())
         if old and old != name:
             (self.folder / old).unlink(missing_ok=True)
 
@@ -323,11 +332,22 @@ def _policy(name: str) -> Iterator[None]:
 
 
 def _cpu_model() -> str:
-    """The CPU a phase finished on, beside its wall time: the CPUs of these machines differ up to 2x in speed."""
+    """The CPU a phase trains on, beside its wall time: these machines' CPUs differ up to 2x in speed.
+
+    The model name alone can hide that ("AMD EPYC" has been two generations here), so its family and model
+    numbers and its widest vector unit (what TensorFlow's CPU kernels use) come with it.
+    """
     cpuinfo = Path("/proc/cpuinfo")
-    names = [line.partition(":")[2].strip() for line in (cpuinfo.read_text() if cpuinfo.exists() else "").splitlines()
-             if line.startswith("model name")]
-    return names[0] if names else "unknown"
+    fields: dict[str, str] = {}
+    for line in (cpuinfo.read_text() if cpuinfo.exists() else "").splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())  # the first processor's
+    if "model name" not in fields:
+        return "unknown"
+    flags = set(fields.get("flags", "").split())
+    vector = next((name for flag, name in (("amx_tile", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))
+                   if flag in flags), "no AVX2")
+    return f"{fields['model name']} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')}, {vector})"
 
 
 class Trainer:
@@ -449,7 +469,9 @@ class Trainer:
                                                                  "phase": phase.name, "epoch": guard.failed_epoch})
                 raise TrainingDiverged(error)
             result = {"status": "ok", "phase": phase.name, "epochs": phase.epochs,
-                      "wall_seconds": round(checkpoint.seconds, 1), "cpu": _cpu_model(), "folder": folder.name}
+                      "wall_seconds": round(checkpoint.seconds, 1), "cpu": checkpoint.cpu,
+                      "cpu_seconds": {cpu: round(s, 1) for cpu, s in checkpoint.cpu_seconds.items()},
+                      "folder": folder.name}
             for split in ("test", "val") if self.splits.num_examples("val") else ("test",):
                 dataset = self.splits.eval_dataset(split, recipe.batch_size)
                 scores = distiller.evaluate(dataset, verbose=0, return_dict=True)
@@ -469,7 +491,7 @@ class Trainer:
         result.update(method=method, seed=seed, phases=[r["folder"] for r in results],
                       total_epochs=sum(r["epochs"] for r in results),
                       total_wall_seconds=round(sum(r["wall_seconds"] for r in results), 1),
-                      cpus=sorted({r.get("cpu", "unrecorded") for r in results}))
+                      cpus=sorted({cpu for r in results for cpu in r.get("cpu_seconds", [r.get("cpu", "unrecorded")])}))
         return result
 
 

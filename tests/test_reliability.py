@@ -47,10 +47,17 @@ def test_ctrl_c_mid_phase_keeps_finished_epochs_and_the_rerun_resumes(data_dir, 
     [state] = tmp_path.glob("cifar10/vgg13/teacher-*/checkpoint/state.json")
     before = json.loads(state.read_text())
     assert before["epoch"] == 3 and before["seconds"] > 0
+    cpu = pipeline._cpu_model()
+    assert before["cpu_seconds"] == {cpu: before["seconds"]}
+    # The next sitting resumes a checkpoint written before CPUs were recorded (as older versions wrote it).
+    state.write_text(json.dumps({key: before[key] for key in ("epoch", "weights", "seconds")}))
     run.train_table(exp, [0], ["teacher"], data_dir, str(tmp_path))
     assert _history_epochs(tmp_path) == list(range(6))  # resumed after epoch 3: nothing redone, nothing lost
     [result] = tmp_path.glob("cifar10/vgg13/teacher-*/result.json")
-    assert json.loads(result.read_text())["wall_seconds"] > before["seconds"]  # both sittings are counted
+    result = json.loads(result.read_text())
+    assert result["wall_seconds"] > before["seconds"]  # both sittings are counted
+    assert result["cpu"] == cpu and set(result["cpu_seconds"]) == {"unrecorded", cpu}
+    assert result["cpu_seconds"]["unrecorded"] == round(before["seconds"], 1)
 
 
 def test_ctrl_c_on_the_command_line_exits_130_and_says_how_to_resume(data_dir, tmp_path):
