@@ -28,7 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pmkd_tf import data, methods, models, terms
+from pmkd_tf import data, methods, models, pipeline, terms
 from pmkd_tf.distiller import Distiller
 from pmkd_tf.errors import UserError
 from pmkd_tf.pipeline import Experiment
@@ -131,7 +131,7 @@ def machine() -> dict:
         fields.setdefault(key.strip(), value.strip())
     cpu_flags = set(fields.get("flags", "").split())
     return {
-        "cpu_model": fields.get("model name") or platform.processor() or "unknown",
+        "cpu_model": pipeline.cpu_model(),  # as each trained phase records it
         "logical_cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "cpu_features": [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in cpu_flags],

@@ -2,11 +2,19 @@
 # The MCU issue's (26) full-scale runs and its Pareto table (BENCHMARKS.md, "The best student for a
 # microcontroller"): `--preset=mcu`, whose every setting the proxy study (experiments/mcu_study.py) chose.
 #
-# In the order they ran; each step resumes (finished phases are reused, an interrupted one continues
+# In the order they run; each step resumes (finished phases are reused, an interrupted one continues
 # from its last epoch), so re-running this script after a stop picks up where it was. Run it from the
 # repository root:
 #
 #     nohup experiments/mcu_tables.sh > mcu_tables.log 2>&1 &
+#
+# The machines here are not kept between sittings (a sitting lasts 3 hours; the whole takes about 38 h on
+# a Zen 3 AVX2 EPYC, about 20 h on a Zen 4 AVX-512 one). So a sitting ends by committing, beside each
+# phase's config.json, history.csv and result.json, what the next sitting on a new machine needs: the
+# model.keras of every finished phase that a later step learns from or exports, and the checkpoint/ of an
+# unfinished one. Both are ignored by .gitignore (large elsewhere), so `git add -f` them: ResNet-8's are
+# 0.3-2.6 MB. The benchmark's reports are committed under benchmarks/results/mcu_exports/ and reused,
+# so once a model is exported it is no longer needed.
 set -euo pipefail
 PYTHON=${PYTHON:-.venv/bin/python}
 DATA=${DATA:-../shared/data}
@@ -26,14 +34,13 @@ run --methods=teacher --table=mcu
   --trial_epochs=60 --method=pmkd --tuner=grid --rho_range=0.1,10 --grid_points=3 \
   --data_dir="$DATA" --out_dir=experiments/results
 
-# 3. The students: the baseline on labels alone (about 2.5 h, so a 1xN row exists early), then PMKD
-#    (pacemaker, phase 2, phase 3; the baseline is found again); then MLPerf Tiny's ResNet-8 (NxN x1)
-#    with the same recipe, in a table of its own.
-run --methods=teacher,baseline --table=mcu
+# 3. The students, in the order named: PMKD (pacemaker, phase 2, phase 3), the longest chain and the
+#    headline, then the baseline on labels alone; then MLPerf Tiny's ResNet-8 (NxN x1) with the same
+#    recipe, in a table of its own.
 run --methods=teacher,pmkd,baseline --table=mcu
 run --methods=teacher --teacher_width_multiplier=1 --table=mcu_resnet8_x1
 
 # 4. Every model of both tables exported as a user exports it: int8 top-1 on the full test set, the C
 #    engine bit-exact on 1,000 images on the host and 100 on the emulated Cortex-M4, TFLite Micro's arena.
 "$PYTHON" -m benchmarks.mcu --results=experiments/results --tables=resnet8/mcu,resnet8/mcu_resnet8_x1 \
-  --data_dir="$DATA" --exports=/tmp/pmkd_mcu_exports
+  --data_dir="$DATA" --exports=benchmarks/results/mcu_exports

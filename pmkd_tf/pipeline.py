@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import os
+import platform
 import shutil
 import sys
 import time
@@ -264,7 +265,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         machine may have run on CPUs up to 2x apart in speed.
         """
         self._started = time.time()
-        self.cpu = _cpu_model()
+        self.cpu = cpu_model()
         self.cpu_seconds: dict[str, float] = {}
         if not self.state.exists():
             # A fresh start: rows left by a run without a checkpoint must not be appended to.
@@ -331,7 +332,7 @@ def _policy(name: str) -> Iterator[None]:
         keras.mixed_precision.set_global_policy(previous)
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     """The CPU a phase trains on, beside its wall time: these machines' CPUs differ up to 2x in speed.
 
     The model name alone can hide that ("AMD EPYC" has been two generations here), so its family and model
@@ -343,7 +344,7 @@ def _cpu_model() -> str:
         key, _, value = line.partition(":")
         fields.setdefault(key.strip(), value.strip())  # the first processor's
     if "model name" not in fields:
-        return "unknown"
+        return platform.processor() or "unknown"  # no /proc/cpuinfo (not Linux)
     flags = set(fields.get("flags", "").split())
     vector = next((name for flag, name in (("amx_tile", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))
                    if flag in flags), "no AVX2")
