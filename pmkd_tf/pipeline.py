@@ -294,12 +294,13 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self._started = now
         files.atomic_write_json(self.state, {"epoch": epoch + 1, "weights": name, "seconds": self.seconds,
                                              "cpu_seconds": self.cpu_seconds})
+        if old and old != name:
+            (self.folder / old).unlink(missing_ok=True)
 
     @property
     def seconds(self) -> float:
+        """Training seconds of the committed epochs, over every sitting and CPU."""
         return sum(self.cpu_seconds.values())
-        if old and old != name:
-            (self.folder / old).unlink(missing_ok=True)
 
 
 class NanGuard(keras.callbacks.Callback):

@@ -47,6 +47,7 @@ def test_ctrl_c_mid_phase_keeps_finished_epochs_and_the_rerun_resumes(data_dir, 
     [state] = tmp_path.glob("cifar10/vgg13/teacher-*/checkpoint/state.json")
     before = json.loads(state.read_text())
     assert before["epoch"] == 3 and before["seconds"] > 0
+    assert sorted(f.name for f in state.parent.iterdir()) == sorted(["state.json", before["weights"]])  # the last
     cpu = pipeline.cpu_model()
     assert before["cpu_seconds"] == {cpu: before["seconds"]}
     # The next sitting resumes a checkpoint written before CPUs were recorded (as older versions wrote it).
