@@ -8,13 +8,12 @@
 #
 #     nohup experiments/mcu_tables.sh > mcu_tables.log 2>&1 &
 #
-# The machines here are not kept between sittings (a sitting lasts 3 hours; the whole takes about 38 h on
-# a Zen 3 AVX2 EPYC, about 20 h on a Zen 4 AVX-512 one). So a sitting ends by committing, beside each
-# phase's config.json, history.csv and result.json, what the next sitting on a new machine needs: the
-# model.keras of every finished phase that a later step learns from or exports, and the checkpoint/ of an
-# unfinished one. Both are ignored by .gitignore (large elsewhere), so `git add -f` them: ResNet-8's are
-# 0.3-2.6 MB. The benchmark's reports are committed under benchmarks/results/mcu_exports/ and reused,
-# so once a model is exported it is no longer needed.
+# A sitting here lasts 3 hours, and the whole takes about 38 h on a Zen 3 AVX2 EPYC, about 20 h on a Zen 4
+# AVX-512 one. The next sitting usually gets the same machine with its work tree laid anew, so run this
+# from a clone outside the work tree: an interrupted phase then resumes from its checkpoint/. A new machine
+# keeps only what is committed: each phase's config.json, history.csv and result.json, and the benchmark's
+# reports under benchmarks/results/mcu_exports/ (reused, so an exported model is not needed again). A
+# checkpoint is never committed, so on a new machine an unfinished phase starts again.
 set -euo pipefail
 PYTHON=${PYTHON:-.venv/bin/python}
 DATA=${DATA:-../shared/data}
