@@ -121,15 +121,7 @@ class ContentionMonitor:
 
 def machine() -> dict:
     """CPU model, cores, the CPU features that matter for bf16, and library versions."""
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        cpuinfo = ""
-    fields = {}
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-    cpu_flags = set(fields.get("flags", "").split())
+    cpu_flags = set(pipeline.cpuinfo().get("flags", "").split())
     return {
         "cpu_model": pipeline.cpu_model(),  # as each trained phase records it
         "logical_cores": os.cpu_count(),

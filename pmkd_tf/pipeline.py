@@ -333,17 +333,23 @@ def _policy(name: str) -> Iterator[None]:
         keras.mixed_precision.set_global_policy(previous)
 
 
+def cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (empty where there is none, i.e. not Linux)."""
+    path = Path("/proc/cpuinfo")
+    fields: dict[str, str] = {}
+    for line in (path.read_text() if path.exists() else "").splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
 def cpu_model() -> str:
     """The CPU a phase trains on, beside its wall time: these machines' CPUs differ up to 2x in speed.
 
     The model name alone can hide that ("AMD EPYC" has been two generations here), so its family and model
     numbers and its widest vector unit (what TensorFlow's CPU kernels use) come with it.
     """
-    cpuinfo = Path("/proc/cpuinfo")
-    fields: dict[str, str] = {}
-    for line in (cpuinfo.read_text() if cpuinfo.exists() else "").splitlines():
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())  # the first processor's
+    fields = cpuinfo()
     if "model name" not in fields:
         return platform.processor() or "unknown"  # no /proc/cpuinfo (not Linux)
     flags = set(fields.get("flags", "").split())
