@@ -303,6 +303,25 @@ class EpochCheckpoint(keras.callbacks.Callback):
         return sum(self.cpu_seconds.values())
 
 
+class EpochData(keras.callbacks.Callback):
+    """Tells the training data which epoch Keras is in, so each epoch draws its own shuffle and crops.
+
+    Keras iterates the same dataset afresh in every epoch without saying
+    which epoch that is, and tf.data's own reshuffling restarts in every
+    process: each sitting of a resumed phase would replay the first epochs'
+    batches. The dataset reads `epoch` when iterated, after `on_epoch_begin`
+    (`data.Splits.train_dataset`). One dataset over all epochs would not do:
+    under `steps_per_execution` an execution runs on across an epoch's end.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch.assign(epoch)
+
+
 class NanGuard(keras.callbacks.Callback):
     """Stops a phase whose epoch-mean loss is not finite, and remembers the epoch.
 
@@ -447,8 +466,9 @@ class Trainer:
         folder.mkdir(parents=True, exist_ok=True)
         files.atomic_write_json(folder / "config.json", phase.config(self.exp, self.splits.identity))
         recipe = self.exp.recipe
-        train = self.splits.train_dataset(recipe.batch_size, phase.seed)  # shuffled and augmented from this seed
         steps = math.ceil(self.splits.num_examples("train") / recipe.batch_size)
+        epoch_data = EpochData()  # outside the strategy's scope: a plain variable, not a mirrored one
+        train = self.splits.train_dataset(recipe.batch_size, phase.seed, epoch_data.epoch)
         with _policy(self.exp.precision), self.strategy.scope():
             teacher = keras.saving.load_model(self.trained_model(phase.taught_by)) if phase.taught_by else None
             student = self.build_model(phase)
@@ -461,8 +481,9 @@ class Trainer:
             guard = NanGuard()
             # Order matters: the guard runs before the checkpoint, and the
             # history row is written before the checkpoint that commits it.
-            callbacks = [guard, keras.callbacks.CSVLogger(str(folder / "history.csv"), append=True), checkpoint,
-                         keras.callbacks.TensorBoard(str(folder / "logs"), write_graph=False), *self.callbacks]
+            callbacks = [epoch_data, guard, keras.callbacks.CSVLogger(str(folder / "history.csv"), append=True),
+                         checkpoint, keras.callbacks.TensorBoard(str(folder / "logs"), write_graph=False),
+                         *self.callbacks]
             logging.info("Phase %s: %d epochs%s -> %s", phase.name, phase.epochs,
                          f" (resuming after epoch {initial_epoch})" if initial_epoch else "", folder)
             # Validation, like test, is scored once after training: it is the

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from pmkd_tf import data
+from helpers import require
 
 # Two logical CPU devices, so MirroredStrategy has two replicas to compare.
 # This must happen before TensorFlow initialises its devices.
@@ -19,7 +20,7 @@ def data_dir() -> str:
     """The image-folder root holding cifar10/ (CI sets PMKD_DATA_DIR and checks it exists)."""
     root = os.environ.get(data.ENV_DATA_DIR) or str(Path(__file__).resolve().parents[2] / "shared" / "data")
     if not (Path(root) / "cifar10" / "train").is_dir():
-        pytest.skip(f"real CIFAR-10 not found under {root}; set {data.ENV_DATA_DIR}")
+        require([f"real CIFAR-10 not found under {root}; set {data.ENV_DATA_DIR}"], "Real-data tests")
     return root
 
 

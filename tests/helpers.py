@@ -30,8 +30,8 @@ def reshape_images(images: np.ndarray, shape: tuple[int, int, int]) -> np.ndarra
     return images
 
 
-def require_tools(missing: list[str], what: str) -> None:
-    """Skip naming what to install, or fail under CI=true (where `.ci/run` installs every tool)."""
+def require(missing: list[str], what: str) -> None:
+    """Skip naming what is missing, or fail under CI=true (where `.ci/run` installs every tool and checks the data)."""
     if missing:
         message = f"{what} impossible: " + "; ".join(missing)
         if os.environ.get("CI") == "true":

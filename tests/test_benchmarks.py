@@ -16,7 +16,7 @@ import keras
 import pytest
 import tensorflow as tf
 
-from helpers import require_tools
+from helpers import require
 from pmkd_tf import models
 from pmkd_tf.export import exporter
 from pmkd_tf.export.cstream import cortex_m4, host
@@ -168,7 +168,7 @@ def test_inference(data_dir, tmp_path, saved_models):
 
 def test_mcu_table_takes_every_models_board_figures_from_its_own_export(data_dir, tmp_path):
     """A tiny trained table (teacher and baseline) becomes two rows whose figures are the exports' report.json's."""
-    require_tools(cortex_m4.tools_missing() + host.tools_missing(), "the MCU table's C engine checks")
+    require(cortex_m4.tools_missing() + host.tools_missing(), "the MCU table's C engine checks")
     runs = tmp_path / "runs"
     env = {**os.environ, "PMKD_DATA_DIR": data_dir, "TF_CPP_MIN_LOG_LEVEL": "2"}
     trained = subprocess.run([sys.executable, "-m", "pmkd_tf.experiments.run", "--preset=smoke", "--net=resnet8",

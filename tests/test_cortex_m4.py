@@ -11,7 +11,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from helpers import randomise_batch_norm, require_tools
+from helpers import randomise_batch_norm, require
 
 from pmkd_tf import models
 from pmkd_tf.export import tflite
@@ -27,7 +27,7 @@ STREAM_MAIN = Path(__file__).resolve().parents[1] / "tflite" / "stream_main.c"
 @pytest.fixture(scope="module")
 def tools():
     """The cross toolchain and QEMU, or a skip (a failure under CI=true) naming what to install."""
-    require_tools(cortex_m4.tools_missing(), "Cortex-M4 check")
+    require(cortex_m4.tools_missing(), "Cortex-M4 check")
 
 
 

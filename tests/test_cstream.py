@@ -17,7 +17,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from helpers import randomise_batch_norm, require_tools, reshape_images
+from helpers import randomise_batch_norm, require, reshape_images
 
 from pmkd_tf import models
 from pmkd_tf.export import tflite
@@ -33,7 +33,7 @@ IMAGES = 160  # all of the cifar fixture's test images
 @pytest.fixture(scope="module")
 def compiler():
     """The host compiler and `size`, or a skip (a failure under CI=true) naming what to install."""
-    require_tools(host.tools_missing(), "host C check")
+    require(host.tools_missing(), "host C check")
 
 
 
@@ -240,7 +240,7 @@ target_link_libraries(host_main PRIVATE pmkd_stream Threads::Threads)
 def test_c_is_a_cmake_library_a_board_project_adds_in_one_line(tiny_int8, tiny_engine, cifar, tmp_path):
     """`add_subdirectory(c)` builds the static library `pmkd_stream` (C99), and a program linked against it
     classifies real test images with the int8 .tflite's logits, bit for bit."""
-    require_tools(CMAKE.missing(), "CMake build")
+    require(CMAKE.missing(), "CMake build")
     reference = tflite.LiteRT(tiny_int8, "reference")
     inputs = tflite.quantize_pixels(cifar.test_images[:BOARD_IMAGES], reference.input)
     expected = np.stack([reference.invoke(x) for x in inputs])
@@ -304,7 +304,7 @@ def _symbols(nm_output: str) -> set[str]:
 def test_c_is_an_arduino_library_that_builds_for_a_cortex_m4(tiny_engine, tmp_path):
     """library.properties with every required field and `src/` holding all the sources, which compile for a
     Cortex-M4; a C++ sketch calls the engine with C linkage. (No Arduino core installs here.)"""
-    require_tools(ARDUINO.missing(), "Arduino library check")
+    require(ARDUINO.missing(), "Arduino library check")
     c_dir = tiny_engine.directory
     lines = (c_dir / "library.properties").read_text().splitlines()
     assert all("=" in line or line.startswith("#") for line in lines)  # any other line breaks every Arduino build

@@ -4,6 +4,7 @@ import shutil
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from pmkd_tf import data
@@ -32,6 +33,21 @@ def test_datasets_normalise_augment_and_batch(cifar):
     # Seeded: the same seed gives the same shuffle, crops and flips; another seed others.
     np.testing.assert_array_equal(next(iter(cifar.train_dataset(64, seed=0)))[0], x)
     assert not np.array_equal(next(iter(cifar.train_dataset(64, seed=1)))[0], x)
+    # Epoch e is drawn from (seed, e) alone, as a phase resumed at e needs; each epoch has every training label
+    # once, in an order and with crops of its own. A variable epoch is read whenever the dataset is iterated.
+    def batches(ds: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+        xs, ys = zip(*ds.as_numpy_iterator())
+        return np.concatenate(xs), np.concatenate(ys)
+    epochs = [batches(cifar.train_dataset(64, seed=0, epoch=e)) for e in range(3)]
+    np.testing.assert_array_equal(epochs[0][0][:64], x)
+    epoch = tf.Variable(0, dtype=tf.int64)
+    train = cifar.train_dataset(64, seed=0, epoch=epoch)
+    for e in (2, 1):
+        epoch.assign(e)
+        for a, b in zip(batches(train), epochs[e], strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert all(sorted(labels) == sorted(cifar.train_labels) for _, labels in epochs)
+    assert not np.array_equal(epochs[1][1], epochs[2][1]) and not np.array_equal(epochs[1][0], epochs[2][0])
     test = cifar.eval_dataset("test", 64)
     first = np.concatenate([b[1] for b in test])
     np.testing.assert_array_equal(first, cifar.test_labels)

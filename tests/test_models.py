@@ -159,7 +159,8 @@ def test_pooled_downsampling_keeps_feature_shapes_and_reads_every_row(net, downs
         pooled = [layer for layer in model.layers if isinstance(layer, pool) and layer.name.endswith("_pool")
                   and layer.name not in ("first_pool", "last_pool")]
         assert pooled and all(layer.pool_size == window for layer in pooled)
-        strided = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D) and layer.strides != (1, 1)]
+        strided = [layer for layer in model.layers
+                   if isinstance(layer, keras.layers.Conv2D) and layer.strides != (1, 1)]
         assert strided and all(layer.strides == strides for layer in strided), shape
         # Every strided conv (the projection shortcuts too) reads a pooled tensor, never the rows it would drop.
         assert all(isinstance(layer.input._keras_history.operation, pool) for layer in strided)

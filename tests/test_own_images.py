@@ -165,10 +165,9 @@ def test_on_disk_mode_gives_the_same_data_as_in_memory(data_dir, tmp_path, info_
 
     # Same shuffles and the same crops and flips, epoch after epoch (each epoch new ones).
     assert memory.augment == "crop_flip"
-    on_disk, in_memory = disk.train_dataset(5, seed=7), memory.train_dataset(5, seed=7)
-    epochs = [(batches(on_disk), batches(in_memory)) for _ in range(2)]
+    epochs = [[batches(split.train_dataset(5, seed=7, epoch=e)) for split in (disk, memory)] for e in range(2)]
     for from_disk, from_memory in epochs:
-        for a, b in zip(from_disk, from_memory):
+        for a, b in zip(from_disk, from_memory, strict=True):
             np.testing.assert_array_equal(a, b)
     assert not np.array_equal(epochs[0][1][0], epochs[1][1][0])
     for a, b in zip(batches(disk.eval_dataset("test", 4)), batches(memory.eval_dataset("test", 4))):

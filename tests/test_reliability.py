@@ -5,6 +5,7 @@ import signal
 import subprocess
 
 import keras
+import numpy as np
 import pytest
 from test_cli import RUN, TINY, _env, _history_epochs, _wait_for_epochs
 
@@ -59,6 +60,12 @@ def test_ctrl_c_mid_phase_keeps_finished_epochs_and_the_rerun_resumes(data_dir, 
     assert result["wall_seconds"] > before["seconds"]  # both sittings are counted
     assert result["cpu"] == cpu and set(result["cpu_seconds"]) == {"unrecorded", cpu}
     assert result["cpu_seconds"]["unrecorded"] == round(before["seconds"], 1)
+    # The resumed phase saw the batches an uninterrupted one sees, so it ends with the very same weights.
+    run.train_table(exp, [0], ["teacher"], data_dir, str(tmp_path / "uninterrupted"))
+    [resumed, uninterrupted] = (keras.saving.load_model(next(root.glob("cifar10/vgg13/teacher-*/model.keras")))
+                                for root in (tmp_path, tmp_path / "uninterrupted"))
+    for a, b in zip(resumed.weights, uninterrupted.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
 
 
 def test_ctrl_c_on_the_command_line_exits_130_and_says_how_to_resume(data_dir, tmp_path):

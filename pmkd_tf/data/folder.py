@@ -165,9 +165,9 @@ def _report_skipped(split: str, paths: list[str], chosen: np.ndarray, ok: np.nda
                                 "remove them.")
 
 
-def read_folder(dataset: str, data_dir: str, counts: Counts, rng: np.random.Generator, image_size: tuple[int, int] | None,
-         channels: int | None, test_fraction: float, memory_limit_bytes: int | None,
-         native: images.Shape | None) -> Loaded:
+def read_folder(dataset: str, data_dir: str, counts: Counts, rng: np.random.Generator,
+                image_size: tuple[int, int] | None, channels: int | None, test_fraction: float,
+                memory_limit_bytes: int | None, native: images.Shape | None) -> Loaded:
     """The folder's three splits, decoded into memory if they fit under the limit, else kept on disk.
 
     `native` is the paper dataset's own shape (its defaults, no survey), None for any other folder.

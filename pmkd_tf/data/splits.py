@@ -101,29 +101,49 @@ class Splits:
         shape = self.image_shape
         return ds.map(lambda path, y: (read(path, shape), y), num_parallel_calls=tf.data.AUTOTUNE)
 
-    def _slices(self, split: str) -> tf.data.Dataset:
+    def _stored(self, split: str) -> tuple[np.ndarray | tf.Tensor, np.ndarray]:
+        """A split's stored images (or the file names to decode them from) and its labels."""
         stored = self.storage[split]
         source = stored if isinstance(stored, np.ndarray) else tf.constant(list(stored.paths), tf.string)
-        return tf.data.Dataset.from_tensor_slices((source, self._labels(split)))
+        return source, self._labels(split)
 
-    def train_dataset(self, batch_size: int, seed: int) -> tf.data.Dataset:
-        """Shuffled, augmented, normalised, batched and prefetched training data.
+    def _slices(self, split: str) -> tf.data.Dataset:
+        return tf.data.Dataset.from_tensor_slices(self._stored(split))
 
-        Both storage modes shuffle the same slices with the same seed and
-        augment with stateless ops seeded from it, so they yield the same
-        batches; on disk only the file names are shuffled and each image is
-        decoded when its turn comes. Every epoch (iteration) reshuffles and
-        draws new crops, in the same sequence for the same seed.
+    def train_dataset(self, batch_size: int, seed: int, epoch: int | tf.Variable = 0) -> tf.data.Dataset:
+        """One epoch of shuffled, augmented, normalised, batched and prefetched training data.
+
+        Epoch e's order and crops are drawn from (seed, e) alone, so a phase
+        resumed at epoch e sees what an uninterrupted one would have seen
+        (tf.data's own reshuffle_each_iteration restarts its sequence in every
+        new process: each sitting would replay the first epochs' batches).
+        `epoch` may be a variable: each iteration of the dataset then draws the
+        epoch the variable holds when iterated (`pipeline.EpochData` sets it as
+        each of Keras' epochs begins). Both storage modes draw the same order
+        and crops, so they yield the same batches; on disk only the file names
+        are shuffled and each image is decoded when its turn comes.
         """
-        ds = self._images("train", self._slices("train").shuffle(len(self.train_labels), seed=seed))
-        if self.augment != "none":
-            flip = self.augment == "crop_flip"
-            # One seed pair per image, a new sequence every epoch, the same sequences for the same seed.
-            seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-            ds = tf.data.Dataset.zip(ds, seeds).map(lambda xy, s: (augment_image(xy[0], s, flip), xy[1]),
-                                                    num_parallel_calls=tf.data.AUTOTUNE)
+        source, labels = (tf.convert_to_tensor(t) for t in self._stored("train"))
+        flip, key = self.augment == "crop_flip", tf.constant([seed, 0], tf.int64)
+
+        def draw(index: tf.Tensor) -> tf.data.Dataset:
+            # Stateless ops, not Dataset.shuffle: its seed cannot be a tensor and mixes in the global seed.
+            epoch_key = tf.random.experimental.stateless_fold_in(key, index)
+            order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(labels)[0]), epoch_key)
+            ds = tf.data.Dataset.from_tensor_slices(order).map(lambda i: (tf.gather(source, i), tf.gather(labels, i)))
+            ds = self._images("train", ds)
+            if self.augment != "none":
+                # One seed pair per image, from the epoch's key and the image's place in the epoch.
+                ds = ds.enumerate().map(
+                    lambda i, xy: (augment_image(xy[0], tf.random.experimental.stateless_fold_in(epoch_key, i), flip),
+                                   xy[1]), num_parallel_calls=tf.data.AUTOTUNE)
+            return ds.batch(batch_size)
+
         mean, std = self.mean, self.std
-        ds = ds.batch(batch_size).map(lambda x, y: (normalize(x, mean, std), y), num_parallel_calls=tf.data.AUTOTUNE)
+        # The epoch is read when the dataset is iterated (a variable's value then), not when it is built.
+        ds = tf.data.Dataset.range(1).map(lambda _: tf.cast(tf.convert_to_tensor(epoch), tf.int64)).flat_map(draw)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(-(-self.num_examples("train") // batch_size)))
+        ds = ds.map(lambda x, y: (normalize(x, mean, std), y), num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE)
 
     def eval_dataset(self, split: str, batch_size: int) -> tf.data.Dataset:
