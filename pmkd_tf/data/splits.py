@@ -130,7 +130,9 @@ class Splits:
             # Stateless ops, not Dataset.shuffle: its seed cannot be a tensor and mixes in the global seed.
             epoch_key = tf.random.experimental.stateless_fold_in(key, index)
             order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(labels)[0]), epoch_key)
-            ds = tf.data.Dataset.from_tensor_slices(order).map(lambda i: (tf.gather(source, i), tf.gather(labels, i)))
+            # Gathered a batch at a time: one call per image would cost more than the augmentation.
+            ds = tf.data.Dataset.from_tensor_slices(order).batch(batch_size).map(
+                lambda i: (tf.gather(source, i), tf.gather(labels, i))).unbatch()
             ds = self._images("train", ds)
             if self.augment != "none":
                 # One seed pair per image, from the epoch's key and the image's place in the epoch.
