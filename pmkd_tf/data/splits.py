@@ -124,12 +124,12 @@ class Splits:
         are shuffled and each image is decoded when its turn comes.
         """
         source, labels = (tf.convert_to_tensor(t) for t in self._stored("train"))
-        flip, key = self.augment == "crop_flip", tf.constant([seed, 0], tf.int64)
+        n, flip, key = self.num_examples("train"), self.augment == "crop_flip", tf.constant([seed, 0], tf.int64)
 
         def draw(index: tf.Tensor) -> tf.data.Dataset:
             # Stateless ops, not Dataset.shuffle: its seed cannot be a tensor and mixes in the global seed.
             epoch_key = tf.random.experimental.stateless_fold_in(key, index)
-            order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(labels)[0]), epoch_key)
+            order = tf.random.experimental.stateless_shuffle(tf.range(n), epoch_key)
             # Gathered a batch at a time: one call per image would cost more than the augmentation.
             ds = tf.data.Dataset.from_tensor_slices(order).batch(batch_size).map(
                 lambda i: (tf.gather(source, i), tf.gather(labels, i))).unbatch()
@@ -144,7 +144,7 @@ class Splits:
         mean, std = self.mean, self.std
         # The epoch is read when the dataset is iterated (a variable's value then), not when it is built.
         ds = tf.data.Dataset.range(1).map(lambda _: tf.cast(tf.convert_to_tensor(epoch), tf.int64)).flat_map(draw)
-        ds = ds.apply(tf.data.experimental.assert_cardinality(-(-self.num_examples("train") // batch_size)))
+        ds = ds.apply(tf.data.experimental.assert_cardinality(-(-n // batch_size)))
         ds = ds.map(lambda x, y: (normalize(x, mean, std), y), num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE)
 
