@@ -6,6 +6,11 @@ import keras
 import numpy as np
 import pytest
 
+# Every subprocess a test starts gets this long before the test fails as hung. A guard against hangs, never a
+# timing assertion: generous enough that a machine busy with a training beside the suite does not trip it
+# (per-test limits of 120-300 s did), short enough that a real hang still ends inside CI's 90 minutes.
+HANG_SECONDS = 1200
+
 
 def randomise_batch_norm(model: keras.Model, seed: int = 0) -> keras.Model:
     """Give every BatchNormalization non-trivial statistics, so a wrong kernel or stream changes the logits."""

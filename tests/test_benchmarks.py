@@ -16,7 +16,7 @@ import keras
 import pytest
 import tensorflow as tf
 
-from helpers import require
+from helpers import HANG_SECONDS, require
 from pmkd_tf import models
 from pmkd_tf.export import exporter
 from pmkd_tf.export.cstream import cortex_m4, host
@@ -24,10 +24,10 @@ from pmkd_tf.export.cstream import cortex_m4, host
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(module: str, data_dir: str, *flags: str, timeout: int = 400) -> subprocess.CompletedProcess:
+def _run(module: str, data_dir: str, *flags: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PMKD_DATA_DIR": data_dir, "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.run([sys.executable, "-m", f"benchmarks.{module}", *flags], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=HANG_SECONDS)
 
 
 def _outputs(module: str, data_dir: str, tmp_path: Path, *flags: str) -> tuple[dict, str]:
@@ -111,7 +111,7 @@ def test_scaling(data_dir, tmp_path):
     ("streaming_memory", "--nets=vgg13,alexnet", "Unknown net 'alexnet'"),
 ])
 def test_bad_flag_is_one_clear_line_and_exit_2(data_dir, tmp_path, module, flag, message):
-    done = _run(module, data_dir, "--tiny", flag, f"--out={tmp_path / 'x'}", timeout=120)
+    done = _run(module, data_dir, "--tiny", flag, f"--out={tmp_path / 'x'}")
     assert done.returncode == 2, done.stderr[-2000:]
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last
@@ -173,7 +173,8 @@ def test_mcu_table_takes_every_models_board_figures_from_its_own_export(data_dir
     env = {**os.environ, "PMKD_DATA_DIR": data_dir, "TF_CPP_MIN_LOG_LEVEL": "2"}
     trained = subprocess.run([sys.executable, "-m", "pmkd_tf.experiments.run", "--preset=smoke", "--net=resnet8",
                               "--methods=teacher,baseline", "--downsampling=average", "--table=mcu",
-                              f"--out_dir={runs}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+                              f"--out_dir={runs}"], cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=HANG_SECONDS)
     assert trained.returncode == 0, trained.stderr[-3000:]
     result, markdown = _outputs("mcu", data_dir, tmp_path, f"--results={runs}", "--tables=resnet8/mcu",
                                 f"--exports={tmp_path / 'exports'}")

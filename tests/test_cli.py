@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import HANG_SECONDS
 
 RUN = [sys.executable, "-m", "pmkd_tf.experiments.run"]
 TINY = ["--net=vgg13", "--width_multiplier=0.0625", "--batch_size=64", "--train_examples=320",
@@ -23,7 +24,7 @@ def _env(data_dir):
 
 def test_runner_writes_the_table(data_dir, tmp_path):
     done = subprocess.run([*RUN, *TINY, "--epochs=1", "--methods=teacher,baseline,kd", f"--out_dir={tmp_path}"],
-                          env=_env(data_dir), capture_output=True, text=True, timeout=600)
+                          env=_env(data_dir), capture_output=True, text=True, timeout=HANG_SECONDS)
     assert done.returncode == 0, done.stderr[-3000:]
     table = (tmp_path / "cifar10" / "vgg13" / "results.md").read_text()
     assert "| Teacher |" in table and "| Baseline |" in table and "| KD |" in table
@@ -33,7 +34,7 @@ def test_runner_writes_the_table(data_dir, tmp_path):
 def test_attention_transfer_methods_train_at_the_smoke_preset(data_dir, tmp_path):
     """AT and PM + AT: one term file and two method lines, trained end to end; the log has the AT column."""
     done = subprocess.run([*RUN, "--preset=smoke", "--methods=at,pm_at", f"--out_dir={tmp_path}"],
-                          env=_env(data_dir), capture_output=True, text=True, timeout=600)
+                          env=_env(data_dir), capture_output=True, text=True, timeout=HANG_SECONDS)
     assert done.returncode == 0, done.stderr[-3000:]
     root = tmp_path / "cifar10" / "resnet18"
     table = json.loads((root / "results.json").read_text())
@@ -52,17 +53,18 @@ def test_attention_transfer_methods_train_at_the_smoke_preset(data_dir, tmp_path
 def test_other_settings_need_a_table_of_their_own(data_dir, tmp_path):
     """A changed setting cannot overwrite the main table's rows; under --table it shares finished phases."""
     args = [*RUN, *TINY, "--epochs=1", "--methods=baseline", f"--out_dir={tmp_path}"]
-    first = subprocess.run(args, env=_env(data_dir), capture_output=True, text=True, timeout=600)
+    first = subprocess.run(args, env=_env(data_dir), capture_output=True, text=True, timeout=HANG_SECONDS)
     assert first.returncode == 0, first.stderr[-3000:]
     root = tmp_path / "cifar10" / "vgg13"
     main_table = (root / "results.json").read_text()
-    refused = subprocess.run([*args, "--rho=2"], env=_env(data_dir), capture_output=True, text=True, timeout=300)
+    refused = subprocess.run([*args, "--rho=2"], env=_env(data_dir), capture_output=True, text=True,
+                             timeout=HANG_SECONDS)
     assert refused.returncode == 2, refused.stderr[-2000:]
     last = refused.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "rho=1.0 (now 2.0)" in last and "--table=<name>" in last
     assert (root / "results.json").read_text() == main_table
     own = subprocess.run([*args, "--rho=2", "--table=rho2"], env=_env(data_dir), capture_output=True, text=True,
-                         timeout=300)
+                         timeout=HANG_SECONDS)
     assert own.returncode == 0, own.stderr[-3000:]
     assert (root / "results.json").read_text() == main_table
     rho2 = json.loads((root / "rho2.json").read_text())
@@ -77,7 +79,7 @@ def _history_epochs(root):
         return [int(row["epoch"]) for row in csv.DictReader(f)]
 
 
-def _wait_for_epochs(root, count, timeout=300):
+def _wait_for_epochs(root, count, timeout=HANG_SECONDS):
     """Poll the running teacher's history until `count` epochs are logged."""
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -102,7 +104,8 @@ print(json.dumps({**vars(exp), **vars(exp.recipe), "recipe": None}))
 
 
 def _resolve(*args: str) -> dict:
-    done = subprocess.run([sys.executable, "-c", _RESOLVED, *args], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", _RESOLVED, *args], capture_output=True, text=True,
+                          timeout=HANG_SECONDS)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.splitlines()[-1])
 
@@ -144,12 +147,12 @@ run.train_table(experiment_flags.experiment(flags.FLAGS.epochs), [0], ["teacher"
 def test_sigkill_mid_phase_then_rerun_resumes_without_redoing_epochs(data_dir, tmp_path):
     args = [*RUN, *TINY, "--epochs=12", "--methods=teacher", f"--out_dir={tmp_path}"]
     killed = subprocess.run([sys.executable, "-c", _KILLED_MID_EPOCH_4, *args[3:]], env=_env(data_dir),
-                            capture_output=True, text=True, timeout=600)
+                            capture_output=True, text=True, timeout=HANG_SECONDS)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     killed_at = len(_history_epochs(tmp_path))
     assert killed_at == 3
     assert 2 <= killed_at < 12, "the kill must land mid-phase"
-    done = subprocess.run(args, env=_env(data_dir), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(args, env=_env(data_dir), capture_output=True, text=True, timeout=HANG_SECONDS)
     assert done.returncode == 0, done.stderr[-3000:]
     assert _history_epochs(tmp_path) == list(range(12))
 
@@ -176,7 +179,7 @@ def test_sigkill_mid_phase_then_rerun_resumes_without_redoing_epochs(data_dir, t
 )
 def test_bad_input_is_one_clear_line_and_exit_2(data_dir, tmp_path, flag, message):
     done = subprocess.run([*RUN, *TINY, "--epochs=1", flag, f"--out_dir={tmp_path}"], env=_env(data_dir),
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=HANG_SECONDS)
     assert done.returncode == 2, done.stderr[-2000:]
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last
@@ -190,11 +193,11 @@ def test_second_runner_on_the_same_out_dir_is_refused(data_dir, tmp_path):
     with open(root / ".lock", "a") as other:  # another live runner holds the lock
         fcntl.flock(other, fcntl.LOCK_EX)
         done = subprocess.run([*RUN, *TINY, "--epochs=1", "--methods=baseline", f"--out_dir={tmp_path}"],
-                              env=_env(data_dir), capture_output=True, text=True, timeout=300)
+                              env=_env(data_dir), capture_output=True, text=True, timeout=HANG_SECONDS)
     assert done.returncode == 2 and "in use by another runner" in done.stderr
     # A lock file left by a killed runner holds no flock: the next runner goes ahead.
     done = subprocess.run([*RUN, *TINY, "--epochs=1", "--methods=baseline", f"--out_dir={tmp_path}"],
-                          env=_env(data_dir), capture_output=True, text=True, timeout=300)
+                          env=_env(data_dir), capture_output=True, text=True, timeout=HANG_SECONDS)
     assert done.returncode == 0, done.stderr[-2000:]
 
 
@@ -205,7 +208,7 @@ def test_convergence_ladder_stops_at_convergence_and_keeps_one_ladder_per_traini
     args = [sys.executable, str(Path(__file__).parents[1] / "experiments" / "convergence.py"), *tiny,
             "--epochs_list=1,2,4", "--stop_below=100", "--downsampling=average", f"--out_dir={tmp_path}"]
     done = subprocess.run([*args, "--train_examples=320"], env=_env(data_dir), capture_output=True, text=True,
-                          timeout=600)
+                          timeout=HANG_SECONDS)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Converged: 2 epochs gain" in done.stderr
     root = tmp_path / "cifar10" / "vgg13"
@@ -219,7 +222,7 @@ def test_convergence_ladder_stops_at_convergence_and_keeps_one_ladder_per_traini
     assert f"| 2 | {100 * rows[1]['test_accuracy']:.2f} | {gain:+.2f} |" in (root / "convergence.md").read_text()
     # A second training-set size is a second ladder of the same table, plotted beside the first.
     done = subprocess.run([*args, "--train_examples=192"], env=_env(data_dir), capture_output=True, text=True,
-                          timeout=600)
+                          timeout=HANG_SECONDS)
     assert done.returncode == 0, done.stderr[-3000:]
     table = json.loads((root / "convergence.json").read_text())
     assert list(table["ladders"]) == ["192", "320"] and table["ladders"]["320"]["rows"] == rows
@@ -227,12 +230,12 @@ def test_convergence_ladder_stops_at_convergence_and_keeps_one_ladder_per_traini
     assert (root / "convergence.png").read_bytes()[:4] == b"\x89PNG"
     # Each rung is an ordinary phase: a re-run trains nothing and gives the same ladder.
     again = subprocess.run([*args, "--train_examples=320"], env=_env(data_dir), capture_output=True, text=True,
-                           timeout=600)
+                           timeout=HANG_SECONDS)
     assert again.returncode == 0 and json.loads((root / "convergence.json").read_text())["ladders"] == table["ladders"]
     # Other settings are refused rather than mixed into the table.
     other = subprocess.run([*args, "--train_examples=320", "--learning_rate=0.05"], env=_env(data_dir),
-                           capture_output=True, text=True, timeout=600)
+                           capture_output=True, text=True, timeout=HANG_SECONDS)
     assert other.returncode == 2 and "holds ladders of other settings" in other.stderr.strip().splitlines()[-1]
     bad = subprocess.run([*args[:-3], "--epochs_list=4,2", f"--out_dir={tmp_path}"], env=_env(data_dir),
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=HANG_SECONDS)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: flag --epochs_list=")

@@ -11,7 +11,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from helpers import randomise_batch_norm, require
+from helpers import HANG_SECONDS, randomise_batch_norm, require
 
 from pmkd_tf import models
 from pmkd_tf.export import tflite
@@ -200,7 +200,7 @@ void BoardLogWrite(const char *text) { fputs(text, stdout); }
 
 
 def _compile(command: list[str]) -> None:
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=HANG_SECONDS)
     assert done.returncode == 0, done.stderr[-2000:]
 
 
@@ -215,7 +215,7 @@ def test_stream_main_classifies_camera_rows_and_stops_on_a_dead_sensor(tools, st
     _compile(["cc", *flags, str(STREAM_MAIN), str(tmp_path / "board.c"), *map(str, sorted(src.glob("*.c"))),
               "-o", str(app)])
     (tmp_path / "pixels.bin").write_bytes(pixels.tobytes())
-    run = subprocess.run([str(app)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    run = subprocess.run([str(app)], cwd=tmp_path, capture_output=True, text=True, timeout=HANG_SECONDS)
     assert run.returncode == 1  # the camera ran out of images: five failed frames, then it stops
     lines = run.stdout.splitlines()
     classes = [int(line.split()[1]) for line in lines if line.startswith("class ")]

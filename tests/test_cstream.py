@@ -17,7 +17,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from helpers import randomise_batch_norm, require, reshape_images
+from helpers import HANG_SECONDS, randomise_batch_norm, require, reshape_images
 
 from pmkd_tf import models
 from pmkd_tf.export import tflite
@@ -208,7 +208,7 @@ def test_the_api_reports_misuse_as_its_header_says(tiny_engine, tmp_path):
     """harness/api_check.c: NULL arguments, logits before the last row, rows past the end, resets."""
     assert tiny_engine.input_rows_read == 31  # the last row is dead, so "logits NULL mid-image" means something
     program, _ = host.compile_program(tiny_engine.directory, tmp_path, host.API_CHECK)
-    run = subprocess.run([str(program)], capture_output=True, text=True, timeout=60)
+    run = subprocess.run([str(program)], capture_output=True, text=True, timeout=HANG_SECONDS)
     assert (run.returncode, run.stdout, run.stderr) == (0, f"checks {API_CHECKS} failed 0\n", "")
     header = (codegen.source_dir(tiny_engine.directory) / "pmkd_stream.h").read_text()
     for status in ("PMKD_OK = 0", "PMKD_IMAGE_COMPLETE = 1", "PMKD_ERROR_NULL = -1", "PMKD_ERROR_PAST_END = -2"):
@@ -375,7 +375,7 @@ def test_c_engine_on_with_an_unstreamable_model_exits_2_but_exports_tflite_micro
          f"--data_dir={data_dir}", f"--out_dir={out_dir}", "--calibration_examples=20", "--test_examples=8",
          "--micro_examples=2", "--float_stream_examples=1", "--int8_stream_examples=2", "--latency_runs=2",
          "--c_engine=on", "--noverbose"],
-        capture_output=True, text=True, timeout=300)
+        capture_output=True, text=True, timeout=HANG_SECONDS)
     assert result.returncode == 2, result.stderr[-2000:]
     error = result.stderr.strip().splitlines()[-1]
     assert error.startswith("pmkd_tf.export: error: C engine: op ") and "DEPTHWISE_CONV_2D" in error

@@ -6,6 +6,7 @@ import socket
 import subprocess
 
 import tensorflow as tf
+from helpers import HANG_SECONDS
 from test_cli import RUN, TINY, _env
 
 from pmkd_tf import pipeline
@@ -42,7 +43,7 @@ def test_multiworker_two_processes_on_loopback(data_dir, tmp_path):
         env = {**_env(data_dir), "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker",
                                                                                     "index": index}})}
         procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    outputs = [p.communicate(timeout=600) for p in procs]
+    outputs = [p.communicate(timeout=HANG_SECONDS) for p in procs]
     for proc, (_, err) in zip(procs, outputs):
         assert proc.returncode == 0, err[-3000:]
     chief = json.loads((tmp_path / "cifar10" / "vgg13" / "results.json").read_text())["runs"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from helpers import reshape_images
+from helpers import HANG_SECONDS, reshape_images
 
 from pmkd_tf import data, models
 from pmkd_tf.export import carray, exporter, micro, tflite
@@ -59,7 +59,7 @@ def exported(student_path, tmp_path_factory):
         [*CLI, f"--model={student_path}", "--dataset=cifar10", f"--data_dir={DATA_DIR}", f"--out_dir={out_dir}",
          "--calibration_examples=300", "--test_examples=200", "--micro_examples=16", "--float_stream_examples=2",
          "--int8_stream_examples=200", "--latency_runs=30", "--noverbose"],
-        capture_output=True, text=True, timeout=300)
+        capture_output=True, text=True, timeout=HANG_SECONDS)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "PMKD export of" in result.stdout and "TFLM arena" in result.stdout
     return out_dir, json.loads((out_dir / "report.json").read_text())
@@ -176,8 +176,8 @@ def test_model_data_cc_compiles_and_holds_the_exact_model_bytes(exported, splits
         "}\n")
     binary = tmp_path / "check"
     subprocess.run([compiler, "-std=c++17", "-Wall", "-Werror", f"-I{out_dir}", str(out_dir / "model_data.cc"),
-                    str(check), "-o", str(binary)], check=True, capture_output=True, timeout=120)
-    result = subprocess.run([str(binary)], capture_output=True, timeout=30)
+                    str(check), "-o", str(binary)], check=True, capture_output=True, timeout=HANG_SECONDS)
+    result = subprocess.run([str(binary)], capture_output=True, timeout=HANG_SECONDS)
     assert result.returncode == 0
     assert result.stdout == (out_dir / "model_int8.tflite").read_bytes()
     length, arena, scale, zero_point, last_class = result.stderr.decode().split()
@@ -222,7 +222,7 @@ def test_cli_refuses_a_model_that_is_not_a_pmkd_model(tmp_path):
     path = tmp_path / "plain.keras"
     keras.Model(inputs, outputs).save(path)
     result = subprocess.run([*CLI, f"--model={path}", f"--out_dir={tmp_path}", f"--data_dir={DATA_DIR}"],
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=HANG_SECONDS)
     _one_line_error(result.returncode, result.stderr, "not a PMKD model")
 
 
@@ -234,7 +234,7 @@ def test_cli_refuses_a_model_that_is_not_a_pmkd_model(tmp_path):
 ])
 def test_cli_user_mistakes_are_one_line_and_exit_code_2(flags, fragment, tmp_path):
     args = [f.format(missing=tmp_path / "nope.keras", tmp=tmp_path) for f in flags]
-    result = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=HANG_SECONDS)
     _one_line_error(result.returncode, result.stderr, fragment)
 
 

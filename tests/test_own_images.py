@@ -14,6 +14,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from helpers import HANG_SECONDS
 from PIL import Image
 
 from pmkd_tf import data, models
@@ -290,7 +291,8 @@ def test_own_folder_trains_baseline_and_pmkd_exports_and_streams_end_to_end(data
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     train = subprocess.run([sys.executable, "-m", "pmkd_tf.experiments.run", "--dataset=parts", f"--data_dir={root}",
                             "--image_size=24x40", "--net=resnet18", "--preset=smoke", "--methods=baseline,pmkd",
-                            f"--out_dir={tmp_path / 'runs'}"], env=env, capture_output=True, text=True, timeout=900)
+                            f"--out_dir={tmp_path / 'runs'}"], env=env, capture_output=True, text=True,
+                           timeout=HANG_SECONDS)
     assert train.returncode == 0, train.stderr[-3000:]
     table = (tmp_path / "runs" / "parts" / "resnet18" / "results.md").read_text()
     assert "| Baseline |" in table and "| PMKD |" in table and "3 classes: cat, dog, ship." in table
@@ -301,7 +303,7 @@ def test_own_folder_trains_baseline_and_pmkd_exports_and_streams_end_to_end(data
                              "--calibration_examples=20", "--micro_examples=2", "--int8_stream_examples=9",
                              "--float_stream_examples=2", "--latency_runs=2", "--c_stream_examples=9",
                              "--cortex_m4_examples=3", "--verbose=false"],
-                            env=env, capture_output=True, text=True, timeout=900)
+                            env=env, capture_output=True, text=True, timeout=HANG_SECONDS)
     assert export.returncode == 0, export.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     # Size, channels and statistics came from the model and the run: nothing was repeated on the command line.

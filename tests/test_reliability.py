@@ -7,6 +7,7 @@ import subprocess
 import keras
 import numpy as np
 import pytest
+from helpers import HANG_SECONDS
 from test_cli import RUN, TINY, _env, _history_epochs, _wait_for_epochs
 
 from pmkd_tf import pipeline
@@ -16,7 +17,8 @@ from pmkd_tf.recipe import Recipe
 
 def test_nan_run_is_recorded_as_failed_and_the_runner_goes_on(data_dir, tmp_path):
     done = subprocess.run([*RUN, *TINY, "--epochs=1", "--rho=1e35", "--methods=fitnet,baseline",
-                           f"--out_dir={tmp_path}"], env=_env(data_dir), capture_output=True, text=True, timeout=600)
+                           f"--out_dir={tmp_path}"], env=_env(data_dir), capture_output=True, text=True,
+                          timeout=HANG_SECONDS)
     assert done.returncode == 0, done.stderr[-3000:]
     root = tmp_path / "cifar10" / "vgg13"
     runs = json.loads((root / "results.json").read_text())["runs"]
@@ -77,6 +79,6 @@ def test_ctrl_c_on_the_command_line_exits_130_and_says_how_to_resume(data_dir, t
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_for_epochs(tmp_path, 1)
     proc.send_signal(signal.SIGINT)
-    stderr = proc.communicate(timeout=120)[1]
+    stderr = proc.communicate(timeout=HANG_SECONDS)[1]
     assert proc.returncode == 130, stderr[-2000:]
     assert "Interrupted" in stderr and "re-run the same command to resume" in stderr and "Traceback" not in stderr

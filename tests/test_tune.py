@@ -15,6 +15,7 @@ from pathlib import Path
 
 import keras_tuner as kt
 import pytest
+from helpers import HANG_SECONDS
 from PIL import Image
 
 from pmkd_tf import pipeline, tuning
@@ -104,7 +105,7 @@ def test_runner_accepts_best_json_and_reuses_the_best_trials_phases(searched, da
     phases = _phase_dirs(searched.out)
     done = subprocess.run([*RUN, f"--hparams_from={searched.best}", "--methods=kd_fitnet",
                            f"--out_dir={searched.out}"], env=_env(data_dir), capture_output=True, text=True,
-                          timeout=300, check=False)
+                          timeout=HANG_SECONDS, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((searched.out / "cifar10" / "vgg13" / "results.json").read_text())
     run = results["runs"]["kd_fitnet/seed0"]
@@ -124,15 +125,15 @@ def test_a_search_on_own_images_at_another_size_hands_its_experiment_to_the_runn
                             "--image_size=16x24", "--channels=1", "--augment=crop", "--test_fraction=0.25",
                             "--validation_examples=3", "--trial_epochs=1", "--tuner=random", "--max_trials=1",
                             "--method=kd_fitnet", *places], env=_env(""), capture_output=True, text=True,
-                           timeout=600, check=False)
+                           timeout=HANG_SECONDS, check=False)
     assert tuned.returncode == 0, tuned.stderr[-3000:]
     root = tmp_path / "runs" / "parts" / "resnet18"
     [best] = root.glob("tune/*/best.json")
     command = f"--hparams_from={best} --methods=kd_fitnet {' '.join(places)}"
     assert command in tuned.stdout  # what the tuner tells the user to run
     phases = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != "tune")
-    done = subprocess.run([*RUN, *shlex.split(command)], env=_env(""), capture_output=True, text=True, timeout=300,
-                          check=False)
+    done = subprocess.run([*RUN, *shlex.split(command)], env=_env(""), capture_output=True, text=True,
+                          timeout=HANG_SECONDS, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     table = json.loads((root / "results.json").read_text())
     settings = {k: table["experiment"][k] for k in ("image_size", "channels", "augment", "test_fraction", "batch_size")}
@@ -171,7 +172,7 @@ def test_distributed_chief_and_two_workers_on_loopback(data_dir, tmp_path):
         with open(tmp_path / f"{tuner_id}.out", "w") as out, open(tmp_path / f"{tuner_id}.err", "w") as err:
             procs[tuner_id] = subprocess.Popen(args, env=env, stdout=out, stderr=err)
     try:
-        codes = {tuner_id: proc.wait(timeout=400) for tuner_id, proc in procs.items()}
+        codes = {tuner_id: proc.wait(timeout=HANG_SECONDS) for tuner_id, proc in procs.items()}
     finally:
         for proc in procs.values():
             if proc.poll() is None:
@@ -332,7 +333,7 @@ def test_a_phase_another_process_is_training_is_waited_for_then_reused(cifar, tm
         time.sleep(0.5)
         assert waiter.is_alive()  # blocked while the other process trains
         (folder / "result.json").write_text(json.dumps({"status": "ok", "folder": folder.name}))
-    waiter.join(timeout=10)
+    waiter.join(timeout=HANG_SECONDS)
     assert not waiter.is_alive() and not (folder / "config.json").exists()  # reused, not trained again
 
 
@@ -343,7 +344,7 @@ def test_a_phase_another_process_is_training_is_waited_for_then_reused(cifar, tm
 )
 def test_cli_bad_input_is_one_clear_line_and_exit_2(data_dir, tmp_path, flag, message):
     done = subprocess.run([*TUNE, *TINY_FLAGS, flag, f"--out_dir={tmp_path}"], env=_env(data_dir),
-                          capture_output=True, text=True, timeout=120, check=False)
+                          capture_output=True, text=True, timeout=HANG_SECONDS, check=False)
     assert done.returncode == 2, done.stderr[-2000:]
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last
