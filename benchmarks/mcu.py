@@ -9,7 +9,7 @@ test set, TFLite Micro's arena, the C engine bit-exact on the host and on the
 emulated Cortex-M4). The board figures are the export's own report
 (`exporter.board_figures`); `cpu_hours` is the wall time of every phase the
 run needed, its teacher included, on the CPUs the run names. An
-export whose report exists is reused, so an interrupted run resumes.
+export of the same training with the same flags is reused, so an interrupted run resumes.
 
 Writes `<out>.json` (`{"rows": [...]}`, one row per model), `<out>.md` (the
 rows by RAM, those no other row beats on both accuracy and RAM marked) and
@@ -41,7 +41,7 @@ flags.DEFINE_string("dataset", "cifar10", "The tables' dataset.")
 flags.DEFINE_list("tables", ["resnet8/mcu"], "<net>/<table> of each results table whose runs become rows.")
 flags.DEFINE_list("methods", [], "Only these methods' runs (default: every method of each table).")
 flags.DEFINE_integer("seed", 0, "The seed whose run of each method is exported.", lower_bound=0)
-flags.DEFINE_string("exports", "mcu_exports", "Where each model's export goes (reused when its report exists).")
+flags.DEFINE_string("exports", "mcu_exports", "Where the exports go (each reused for the same training and flags).")
 flags.DEFINE_integer("test_examples", None, "Test images for int8 top-1 (default: the whole test set).", lower_bound=1)
 flags.DEFINE_integer("c_stream_examples", 1000, "Test images the C engine runs on the host, bit-exact.", lower_bound=1)
 flags.DEFINE_integer("cortex_m4_examples", 100, "Of those, the images run on the emulated Cortex-M4.", lower_bound=1)
@@ -62,18 +62,28 @@ def _table_runs(net_table: str) -> tuple[dict, list[tuple[Path, dict]]]:
 
 
 def _export(folder: Path) -> dict:
-    """`pmkd_tf.export` of one trained phase as a user runs it (its report reused if it exists)."""
+    """`pmkd_tf.export` of one trained phase as a user runs it, its report reused only if it is of this training.
+
+    The phase folder's name does not say which training it holds: a phase trained again (its result.json deleted)
+    keeps its folder. So beside each report goes `exported.json`, the phase's result.json and this run's export
+    flags, and a report is reused only when both are still the same.
+    """
     out_dir = Path(FLAGS.exports) / folder.parent.name / folder.name
-    report = out_dir / "report.json"
-    if not report.exists():
-        command = [sys.executable, "-m", "pmkd_tf.export", f"--model={folder / 'model.keras'}",
-                   f"--out_dir={out_dir}", "--c_engine=on", "--noverbose",
-                   f"--c_stream_examples={FLAGS.c_stream_examples}", f"--cortex_m4_examples={FLAGS.cortex_m4_examples}"]
-        command += [f"--data_dir={FLAGS.data_dir}"] if FLAGS.data_dir else []
-        command += [f"--test_examples={FLAGS.test_examples}"] if FLAGS.test_examples else []
-        print("+", " ".join(command), flush=True)
-        if subprocess.run(command).returncode:
-            raise UserError(f"exporting {folder} failed (its output is above).")
+    report, stamp_file = out_dir / "report.json", out_dir / "exported.json"
+    stamp = {"result": json.loads((folder / "result.json").read_text()), "test_examples": FLAGS.test_examples,
+             "c_stream_examples": FLAGS.c_stream_examples, "cortex_m4_examples": FLAGS.cortex_m4_examples}
+    if report.is_file() and stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp:
+        print(f"Reusing the export of {folder.name} in {out_dir}.", flush=True)
+        return json.loads(report.read_text())
+    command = [sys.executable, "-m", "pmkd_tf.export", f"--model={folder / 'model.keras'}",
+               f"--out_dir={out_dir}", "--c_engine=on", "--noverbose",
+               f"--c_stream_examples={FLAGS.c_stream_examples}", f"--cortex_m4_examples={FLAGS.cortex_m4_examples}"]
+    command += [f"--data_dir={FLAGS.data_dir}"] if FLAGS.data_dir else []
+    command += [f"--test_examples={FLAGS.test_examples}"] if FLAGS.test_examples else []
+    print("+", " ".join(command), flush=True)
+    if subprocess.run(command).returncode:
+        raise UserError(f"exporting {folder} failed (its output is above).")
+    stamp_file.write_text(json.dumps(stamp, indent=2) + "\n")
     return json.loads(report.read_text())
 
 

@@ -195,3 +195,13 @@ def test_mcu_table_takes_every_models_board_figures_from_its_own_export(data_dir
     assert [r["method"] for r in result["rows"]] == ["baseline", "teacher"] and rows["baseline"]["pareto"]
     assert "| ★ resnet8 1xN average x0.0625 baseline |" in markdown
     assert (tmp_path / "results" / "mcu.png").stat().st_size > 10_000
+    # A rerun reuses the export of a training it has seen; a phase trained again in its folder (a new result.json)
+    # is exported again, alone.
+    teacher_result = runs / "cifar10" / "resnet8" / table["teacher/seed0"]["folder"] / "result.json"
+    teacher_result.write_text(json.dumps({**json.loads(teacher_result.read_text()), "wall_seconds": 1.0}))
+    again = _run("mcu", data_dir, "--tiny", f"--out={tmp_path / 'again'}", f"--results={runs}",
+                 "--tables=resnet8/mcu", f"--exports={tmp_path / 'exports'}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"Reusing the export of {table['baseline/seed0']['folder']}" in again.stdout
+    assert again.stdout.count("Reusing the export of") == 1 and again.stdout.count("-m pmkd_tf.export") == 1
+    assert f"--model={teacher_result.parent / 'model.keras'}" in again.stdout
