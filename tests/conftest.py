@@ -7,12 +7,18 @@ import pytest
 import tensorflow as tf
 
 from pmkd_tf import data
-from helpers import require
+from helpers import HANG_SECONDS, require
 
 # Two logical CPU devices, so MirroredStrategy has two replicas to compare.
 # This must happen before TensorFlow initialises its devices.
 _cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(_cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """One hang budget for the whole suite: each test gets the limit its subprocesses already have."""
+    for item in items:
+        item.add_marker(pytest.mark.timeout(HANG_SECONDS))
 
 
 @pytest.fixture(scope="session")

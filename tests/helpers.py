@@ -6,9 +6,9 @@ import keras
 import numpy as np
 import pytest
 
-# Every subprocess a test starts gets this long before the test fails as hung. A guard against hangs, never a
-# timing assertion: generous enough that a machine busy with a training beside the suite does not trip it
-# (per-test limits of 120-300 s did), short enough that a real hang still ends inside CI's 90 minutes.
+# Every test, and every subprocess it starts, gets this long before it fails as hung (conftest.py gives it to each
+# test). A guard against hangs, never a timing assertion: generous enough that a machine busy with a training beside
+# the suite does not trip it (limits of 120-600 s did), short enough that a real hang still ends inside CI's 90 min.
 HANG_SECONDS = 1200
 
 

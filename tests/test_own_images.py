@@ -285,9 +285,6 @@ def test_too_small_for_the_net_names_the_smallest_size_that_works(net):
         models.NetConfig(net, input_shape=(0, 32, 3))
 
 
-# Two subprocesses, each with its own hang budget: the suite-wide 600 s limit tripped here while a training ran
-# beside the suite, so this test gets the sum of its subprocesses' budgets instead.
-@pytest.mark.timeout(2 * HANG_SECONDS)
 def test_own_folder_trains_baseline_and_pmkd_exports_and_streams_end_to_end(data_dir, tmp_path):
     """The user's path: a folder of mixed PNG/BMP/GIF/JPEG, sizes and grayscale, no test/, a line-scan size."""
     root = _folder(tmp_path / "images", data_dir, per_class=12)
