@@ -8,15 +8,15 @@
 #
 #     nohup experiments/mcu_tables.sh > mcu_tables.log 2>&1 &
 #
-# A sitting here lasts 3 hours, and the whole takes about 9.5 h on a Zen 3 AVX2 EPYC (7.2 h of it measured
-# there: the teacher and PMKD's three phases), about 5.5 h on a Zen 4 AVX-512 one. The next sitting may get the
-# same machine with its work tree laid anew, so run this from a clone outside the work tree: an interrupted
-# phase then resumes from its checkpoint/. A new machine keeps only what is committed: each phase's config.json,
-# history.csv and result.json, and the benchmark's reports under benchmarks/results/mcu_exports/ (reused, so an
-# exported model is not needed again). A checkpoint is never committed, so on a new machine an unfinished phase
-# starts again; the preset's 30 epochs keep every phase within one sitting. A finished phase's model.keras (no
-# optimizer state: 1.36 MB for the teacher, 0.58 MB for a student) is committed with `git add -f`, because the
-# next phase starts from it: twice a new machine lost a finished teacher.
+# A sitting here lasts 3 hours. Steps 1, 3 and 4 took 9.2 h on a Zen 3 AVX2 EPYC (9.0 h of training, 10 min of
+# exports; step 2 trains two proxy trials if it does not find them), about 5.5 h on a Zen 4 AVX-512 one (estimated).
+# The next sitting may get the same machine with its work tree laid anew, so run this from a clone outside the work
+# tree: an interrupted phase then resumes from its checkpoint/. A new machine keeps only what is committed: each
+# phase's config.json, history.csv and result.json, and the benchmark's reports under benchmarks/results/mcu_exports/
+# (reused, so an exported model is not needed again). A checkpoint is never committed, so on a new machine an
+# unfinished phase starts again; the preset's 30 epochs keep every phase within one sitting. A finished phase's
+# model.keras (no optimizer state: 1.36 MB for the teacher, 0.58 MB for a student) is committed with `git add -f`,
+# because the next phase starts from it: twice a new machine lost a finished teacher.
 set -euo pipefail
 PYTHON=${PYTHON:-.venv/bin/python}
 DATA=${DATA:-../shared/data}
